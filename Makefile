@@ -1,0 +1,41 @@
+# The two commands a newcomer runs are `make demo` and `make test`; both set up .venv
+# on first use. Everything else here is for the people building BlackTail.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CODE := protocol node verifier chain
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test lint typecheck pytest bench setup clean
+
+setup: $(STAMP)
+
+# Reinstall whenever pyproject.toml changes, so a pin bump reaches every checkout.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Setting up $(VENV) (first run installs torch, numba and web3: a minute or two)..."
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/blacktail demo
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(CODE) tests bench
+	$(BIN)/ruff format --check $(CODE) tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .blacktail .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,19 @@
+"""The `blacktail` command line: one click group, a sub-group per area."""
+
+from __future__ import annotations
+
+import click
+
+from node.cli.keys import keys
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="blacktail")
+def main() -> None:
+    """BlackTail: a decentralized GPU compute network with a verifiable ledger.
+
+    Every command prints what a person needs; most take --json for machines.
+    """
+
+
+main.add_command(keys)

@@ -1,0 +1,396 @@
+"""The `Network` application: the ledger's commands, saved atomically with their receipts.
+
+Each accepted command records, in one transaction: a `Receipt` (the signed command and
+the posting set it caused; its id is derived from the signer and client id, so a second
+receipt for the same id cannot be saved), a `NonceUse` (likewise unique per signer and
+nonce) and one `Account.Posted` event per account touched. Optimistic concurrency on
+those aggregates' versions is what stops two writers, threads or processes, from both
+spending the same funds: the loser's save raises IntegrityError and is retried on fresh
+state.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import IntegrityError
+
+from protocol.assets import Asset
+from protocol.commands import SignedCommand, VerifiedCommand, verify_command
+from protocol.errors import (
+    CommandExpired,
+    IdempotencyConflict,
+    InvalidInput,
+    NonceReplayed,
+    ProtocolError,
+)
+from protocol.keys import parse_address
+from protocol.ledger import (
+    SYSTEM_ACCOUNTS,
+    Account,
+    Leg,
+    account_id,
+    group_by_account,
+    namespaced_id,
+    next_balances,
+)
+from protocol.storage import Storage, memory_storage
+
+PROTOCOL_VERSION = "1"
+
+# Retries of a command that lost an optimistic-concurrency race; each retry reads fresh
+# state, so a bounded number suffices unless one account is contended by many writers.
+conflict_retries_max = 64
+# Commands may not be signed to stay valid for longer than this: it bounds how long a
+# captured command stays replayable anywhere the nonce record could be missing.
+expiry_horizon_seconds = 7 * 24 * 3600
+batch_commands_max = 4096
+
+
+class NotInitialized(ProtocolError, RuntimeError):
+    """The store has no genesis record: run `initialize` (or `blacktail ledger init`)."""
+
+
+class GenesisMismatch(ProtocolError, ValueError):
+    """The store was initialized for another chain id or operator."""
+
+
+class Unauthorized(ProtocolError, PermissionError):
+    """The signer may not issue this command (operator-only, or a system account)."""
+
+    def __init__(self, signer: str, kind: str) -> None:
+        super().__init__(f"{signer} may not issue {kind}")
+        self.signer = signer
+        self.kind = kind
+
+
+class ConcurrencyExhausted(ProtocolError, RuntimeError):
+    """A command lost the optimistic-concurrency race more than the retry bound allows."""
+
+
+class Genesis(Aggregate):
+    """The network's identity: the chain id its commands are signed for and its operator."""
+
+    @staticmethod
+    def create_id() -> UUID:
+        return namespaced_id("genesis")
+
+    @event("Created")
+    def __init__(self, chain_id: int, operator: str, protocol_version: str) -> None:
+        self.chain_id = chain_id
+        self.operator = operator
+        self.protocol_version = protocol_version
+
+
+class Receipt(Aggregate):
+    """An accepted command: the signed message and the posting set it caused."""
+
+    @staticmethod
+    def create_id(signer: str, client_id: str) -> UUID:
+        return receipt_id(signer, client_id)
+
+    @event("Accepted")
+    def __init__(
+        self,
+        signer: str,
+        client_id: str,
+        kind: str,
+        chain_id: int,
+        message: dict[str, Any],
+        signature: str,
+        payload_digest: str,
+        legs: list[list[Any]],
+    ) -> None:
+        self.signer = signer
+        self.client_id = client_id
+        self.kind = kind
+        self.chain_id = chain_id
+        self.message = message
+        self.signature = signature
+        self.payload_digest = payload_digest
+        self.legs = legs
+
+    def result(self, *, duplicate: bool = False) -> CommandResult:
+        return CommandResult(
+            str(self.id), self.kind, self.signer, self.client_id, self.legs, duplicate
+        )
+
+
+class NonceUse(Aggregate):
+    """The record that a signer's nonce has been spent."""
+
+    @staticmethod
+    def create_id(signer: str, nonce: int) -> UUID:
+        return nonce_id(signer, nonce)
+
+    @event("Used")
+    def __init__(self, signer: str, nonce: int, client_id: str) -> None:
+        self.signer = signer
+        self.nonce = nonce
+        self.client_id = client_id
+
+
+def receipt_id(signer: str, client_id: str) -> UUID:
+    return namespaced_id("receipt", signer, client_id)
+
+
+def nonce_id(signer: str, nonce: int) -> UUID:
+    return namespaced_id("nonce", signer, str(nonce))
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a command returns; a retry with the same client id returns the same facts."""
+
+    command_id: str
+    kind: str
+    signer: str
+    client_id: str
+    legs: list[list[Any]]
+    duplicate: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command_id": self.command_id,
+            "kind": self.kind,
+            "signer": self.signer,
+            "client_id": self.client_id,
+            "legs": self.legs,
+        }
+
+
+class _Staging:
+    """Aggregates loaded and changed by one transaction (one command, or one batch)."""
+
+    def __init__(self, app: Network) -> None:
+        self.app = app
+        self.aggregates: dict[UUID, Aggregate] = {}
+        self.order: list[Aggregate] = []
+
+    def get(self, aggregate_id: UUID) -> Any:
+        if aggregate_id in self.aggregates:
+            return self.aggregates[aggregate_id]
+        try:
+            aggregate = self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        self.aggregates[aggregate_id] = aggregate
+        return aggregate
+
+    def add(self, aggregate: Aggregate) -> None:
+        if aggregate.id not in self.aggregates:
+            self.aggregates[aggregate.id] = aggregate
+        self.order.append(aggregate)
+
+    def account(self, name: str) -> Account:
+        existing = self.get(account_id(name))
+        if existing is not None:
+            assert isinstance(existing, Account), f"aggregate of {name} is not an Account"
+            return existing
+        opened = Account(name=name)
+        self.aggregates[opened.id] = opened
+        return opened
+
+
+class Network(Application[UUID]):
+    """The BlackTail ledger: signed commands in, balanced posting sets recorded."""
+
+    name = "BlackTail"
+    # Notification log sections large enough for exports and audits to read in bulk.
+    log_section_size = 1000
+    env = {"AGGREGATE_CACHE_MAXSIZE": "100000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+
+    def __init__(self, storage: Storage | None = None) -> None:
+        self.storage = storage or memory_storage()
+        super().__init__(env=self.storage.env)
+        self._genesis: Genesis | None = None
+
+    # -- identity ---------------------------------------------------------------------
+
+    def initialize(self, chain_id: int, operator: str) -> Genesis:
+        """Record the network's genesis, or check that the recorded one matches."""
+        operator = parse_address(operator, "operator")
+        if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
+            raise InvalidInput("chain_id: expected a positive integer", field="chain_id")
+        try:
+            existing = self.genesis
+        except NotInitialized:
+            genesis = Genesis(
+                chain_id=chain_id, operator=operator, protocol_version=PROTOCOL_VERSION
+            )
+            try:
+                self.save(genesis)
+            except IntegrityError:
+                pass  # Another process initialized it at the same moment: compare below.
+            self._genesis = None
+            existing = self.genesis
+        if (existing.chain_id, existing.operator) != (chain_id, operator):
+            raise GenesisMismatch(
+                f"store belongs to chain {existing.chain_id} with operator {existing.operator}"
+            )
+        return existing
+
+    @property
+    def genesis(self) -> Genesis:
+        if self._genesis is None:
+            try:
+                genesis = self.repository.get(Genesis.create_id())
+            except AggregateNotFoundError:
+                raise NotInitialized(
+                    "the ledger has no genesis record; initialize it first"
+                ) from None
+            assert isinstance(genesis, Genesis)
+            self._genesis = genesis
+        return self._genesis
+
+    @property
+    def chain_id(self) -> int:
+        return self.genesis.chain_id
+
+    @property
+    def operator(self) -> str:
+        return self.genesis.operator
+
+    # -- commands ---------------------------------------------------------------------
+
+    def submit(self, command: SignedCommand, *, now: int | None = None) -> CommandResult:
+        """Verify and apply one signed command, atomically; retry lost races."""
+        verified = verify_command(command, self.chain_id)
+        for attempt in range(conflict_retries_max):
+            staging = _Staging(self)
+            result = self._stage(staging, verified, _now(now))
+            if result.duplicate:
+                return result
+            try:
+                self.save(*staging.order)
+            except IntegrityError:
+                _backoff(attempt)
+                continue
+            return result
+        raise ConcurrencyExhausted(
+            f"command {verified.client_id} lost {conflict_retries_max} races"
+        )
+
+    def submit_many(
+        self, commands: Sequence[SignedCommand], *, now: int | None = None
+    ) -> list[CommandResult | ProtocolError]:
+        """Apply many commands in one transaction (group commit).
+
+        Each command is checked and applied in order on the batch's state; a command that
+        fails is reported in its slot and changes nothing. If the batch loses a race, it
+        falls back to one transaction per command, so one contended account does not
+        stall the rest.
+        """
+        if len(commands) > batch_commands_max:
+            raise InvalidInput(f"batch of {len(commands)} commands exceeds {batch_commands_max}")
+        moment = _now(now)
+        results: list[CommandResult | ProtocolError | None] = []
+        verified: list[VerifiedCommand | None] = []
+        for command in commands:
+            try:
+                verified.append(verify_command(command, self.chain_id))
+                results.append(None)
+            except ProtocolError as error:
+                verified.append(None)
+                results.append(error)
+        staging = _Staging(self)
+        for i, item in enumerate(verified):
+            if item is None:
+                continue
+            try:
+                results[i] = self._stage(staging, item, moment)
+            except ProtocolError as error:
+                results[i] = error
+        try:
+            if staging.order:
+                self.save(*staging.order)
+        except IntegrityError:
+            for i, command in enumerate(commands):
+                if verified[i] is not None:
+                    try:
+                        results[i] = self.submit(command, now=moment)
+                    except ProtocolError as error:
+                        results[i] = error
+        assert all(result is not None for result in results), "a batch slot was left undecided"
+        return [result for result in results if result is not None]
+
+    def _stage(self, staging: _Staging, command: VerifiedCommand, now: int) -> CommandResult:
+        """Check one verified command against state and stage its events; trigger nothing
+        until every check has passed, so a refused command leaves the staging untouched."""
+        signer = command.signer
+        existing = staging.get(receipt_id(signer, command.client_id))
+        if existing is not None:
+            assert isinstance(existing, Receipt)
+            if existing.payload_digest != command.payload_digest:
+                raise IdempotencyConflict(signer, command.client_id)
+            return existing.result(duplicate=True)
+        if command.expiry < now:
+            raise CommandExpired(command.expiry, now)
+        if command.expiry > now + expiry_horizon_seconds:
+            raise InvalidInput(
+                f"message.expiry: more than {expiry_horizon_seconds} s ahead",
+                field="message.expiry",
+            )
+        if staging.get(nonce_id(signer, command.nonce)) is not None:
+            raise NonceReplayed(signer, command.nonce)
+        if command.kind.operator_only and signer != self.operator:
+            raise Unauthorized(signer, command.kind.name)
+        if signer in SYSTEM_ACCOUNTS:
+            raise Unauthorized(signer, command.kind.name)
+        grouped = group_by_account(command.legs)
+        accounts = [(staging.account(name), legs) for name, legs in grouped.items()]
+        for account, legs in accounts:
+            next_balances(account.name, account.balances, legs)
+        receipt = Receipt(
+            signer=signer,
+            client_id=command.client_id,
+            kind=command.kind.name,
+            chain_id=command.chain_id,
+            message=command.message,
+            signature="0x" + command.signature.hex(),
+            payload_digest=command.payload_digest,
+            legs=[leg.to_json() for leg in command.legs],
+        )
+        staging.add(receipt)
+        staging.add(NonceUse(signer=signer, nonce=command.nonce, client_id=command.client_id))
+        for account, legs in accounts:
+            account.post(str(receipt.id), legs)
+            staging.add(account)
+        return receipt.result()
+
+    # -- queries ----------------------------------------------------------------------
+
+    def account(self, name: str) -> Account | None:
+        try:
+            account = self.repository.get(account_id(name))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(account, Account)
+        return account
+
+    def balance(self, name: str, asset: Asset | str, bucket: str = "available") -> int:
+        account = self.account(name)
+        return 0 if account is None else account.balance(asset, bucket)
+
+    def balances(self, name: str) -> dict[str, int]:
+        account = self.account(name)
+        return {} if account is None else dict(account.balances)
+
+
+def _now(now: int | None) -> int:
+    return int(time.time()) if now is None else now
+
+
+def _backoff(attempt: int) -> None:
+    # Jittered, growing sleeps keep two losers from colliding again in lockstep.
+    time.sleep(random.uniform(0, 0.0005 * (1 + min(attempt, 20))))
+
+
+__all__ = ["Account", "CommandResult", "Genesis", "Leg", "Network", "NonceUse", "Receipt"]

@@ -1,0 +1,431 @@
+"""The auditor's replay: check an exported event log line by line and recompute everything.
+
+Work is split in two so that both cores are busy:
+- worker processes check what each line says about itself: the leaf hash, and for every
+  receipt the EIP-712 signature, the signer's authority and that the recorded posting set
+  is exactly what the signed message asks for;
+- the main process folds every event into fresh aggregates with the domain's own apply
+  code, checking order, versions, that each account event matches its receipt, that no
+  bucket goes negative and that, per asset, liabilities equal the vault reserve equal
+  deposits minus finalized withdrawals; it also grows the Merkle tree.
+The first failure by position wins, wherever it was found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from protocol import canonical, merkle
+from protocol.application import Genesis, nonce_id, receipt_id
+from protocol.commands import SignedCommand, command_digest, derive_legs, parse_kind, parse_message
+from protocol.errors import AuditFailure, ProtocolError
+from protocol.keys import recover_address
+from protocol.ledger import RESERVE, Account, account_id, balance_key
+from protocol.log import SignedTreeHead, event_from_leaf, split_export_line
+
+chunk_lines = 2000
+_RECEIPT_MARK = b'"type":"Receipt.Accepted"'
+
+
+@dataclass
+class AuditReport:
+    """What an audit found; `error` is None when every check held."""
+
+    events: int = 0
+    commands: int = 0
+    signatures_checked: int = 0
+    accounts: int = 0
+    root: bytes = merkle.root([])
+    tree_head: SignedTreeHead | None = None
+    totals: dict[str, dict[str, int]] = field(default_factory=dict)
+    error: AuditFailure | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "commands": self.commands,
+            "signatures_checked": self.signatures_checked,
+            "accounts": self.accounts,
+            "root": "0x" + self.root.hex(),
+            "tree_head": None if self.tree_head is None else self.tree_head.to_json(),
+            "totals": {asset: dict(t) for asset, t in sorted(self.totals.items())},
+            "error": None
+            if self.error is None
+            else {"position": self.error.position, "reason": self.error.reason},
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.events / self.seconds) if self.seconds > 0 else None,
+        }
+
+
+# -- per-line checks (run in worker processes) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkResult:
+    first_index: int
+    leaf_hashes: list[bytes]
+    signatures: int
+    error: tuple[int, str] | None
+
+
+def check_lines(
+    first_index: int, lines: Sequence[bytes], operator: str, chain_id: int
+) -> _ChunkResult:
+    """Check each line's leaf hash and each receipt's signature, authority and postings."""
+    hashes: list[bytes] = []
+    signatures = 0
+    for offset, line in enumerate(lines):
+        index = first_index + offset
+        parts = split_export_line(line)
+        if parts is None:
+            return _ChunkResult(
+                first_index, hashes, signatures, (index, "line is not an event line")
+            )
+        leaf_bytes, claimed = parts
+        digest = hashlib.sha256(b"\x00" + leaf_bytes).digest()
+        if digest.hex() != claimed:
+            return _ChunkResult(
+                first_index, hashes, signatures, (index, "leaf hash does not match the event")
+            )
+        hashes.append(digest)
+        if _RECEIPT_MARK in leaf_bytes:
+            try:
+                _check_receipt(canonical.decode(leaf_bytes), operator, chain_id)
+            except (ProtocolError, KeyError, TypeError, ValueError) as error:
+                return _ChunkResult(first_index, hashes, signatures, (index, f"receipt: {error}"))
+            signatures += 1
+    return _ChunkResult(first_index, hashes, signatures, None)
+
+
+def _check_receipt(leaf: dict[str, Any], operator: str, chain_id: int) -> None:
+    data = leaf["data"]
+    if data["chain_id"] != chain_id:
+        raise ValueError(f"signed for chain {data['chain_id']}, the log's is {chain_id}")
+    command = SignedCommand.from_json(
+        {
+            "kind": data["kind"],
+            "chain_id": data["chain_id"],
+            "signer": data["signer"],
+            "message": data["message"],
+            "signature": data["signature"],
+        }
+    )
+    kind = parse_kind(command.kind)
+    message = parse_message(kind, command.message)
+    if message != data["message"]:
+        raise ValueError("message is not in normal form")
+    recovered = recover_address(command_digest(kind, chain_id, message), command.signature)
+    if recovered != command.signer:
+        raise ValueError(f"signature recovers to {recovered}, not the signer {command.signer}")
+    if kind.operator_only and command.signer != operator:
+        raise ValueError(f"{kind.name} signed by {command.signer}, who is not the operator")
+    legs = [leg.to_json() for leg in derive_legs(kind, command.signer, message)]
+    if legs != data["legs"]:
+        raise ValueError("recorded posting set differs from the one the signed message asks for")
+    if data["client_id"] != message["clientId"]:
+        raise ValueError("client id differs from the signed message's")
+
+
+# -- the replay (main process) ----------------------------------------------------------
+
+
+class Replayer:
+    """Folds leaf objects, in order, into fresh aggregates with the domain's apply code."""
+
+    def __init__(self) -> None:
+        self.aggregates: dict[UUID, Aggregate] = {}
+        self.genesis: Genesis | None = None
+        self.commands = 0
+        self.events = 0
+        # The receipt whose account events are still due: account name -> its legs.
+        self._pending_id: str | None = None
+        self._pending: dict[str, list[list[Any]]] = {}
+        self._pending_nonce: tuple[str, int] | None = None
+        self.deposits: dict[str, int] = {}
+        self.withdrawals: dict[str, int] = {}
+        self.liabilities: dict[str, int] = {}
+        self.reserve: dict[str, int] = {}
+
+    def apply(self, leaf: dict[str, Any]) -> None:
+        index = self.events
+        if leaf.get("index") != index:
+            raise AuditFailure(
+                index, f"expected position {index}, the line says {leaf.get('index')!r}"
+            )
+        try:
+            event = event_from_leaf(leaf)
+        except ProtocolError as error:
+            raise AuditFailure(index, str(error)) from None
+        aggregate_id = event.originator_id
+        current = self.aggregates.get(aggregate_id)
+        expected_version = 1 if current is None else current.version + 1
+        if event.originator_version != expected_version:
+            raise AuditFailure(
+                index,
+                f"version {event.originator_version} of {aggregate_id}, expected {expected_version}",
+            )
+        type_name = leaf["type"]
+        if index == 0 and type_name != "Genesis.Created":
+            raise AuditFailure(0, "the log does not start with the genesis record")
+        if (
+            type_name != "Account.Posted"
+            and type_name != "Account.Opened"
+            and type_name != "NonceUse.Used"
+        ):
+            self._close_pending(index)
+        aggregate = event.mutate(current)
+        assert aggregate is not None
+        self.aggregates[aggregate_id] = aggregate
+        self.events += 1
+        self._check(index, type_name, aggregate, leaf["data"])
+
+    def _check(self, index: int, type_name: str, aggregate: Any, data: dict[str, Any]) -> None:
+        if type_name == "Genesis.Created":
+            if index != 0 or aggregate.id != Genesis.create_id():
+                raise AuditFailure(index, "a second or misplaced genesis record")
+            self.genesis = aggregate
+        elif type_name == "Receipt.Accepted":
+            if aggregate.id != receipt_id(aggregate.signer, aggregate.client_id):
+                raise AuditFailure(
+                    index, "receipt id does not derive from its signer and client id"
+                )
+            self.commands += 1
+            self._pending_id = str(aggregate.id)
+            self._pending = {}
+            for leg in aggregate.legs:
+                self._pending.setdefault(leg[0], []).append(leg)
+            self._pending_nonce = (aggregate.signer, aggregate.message["nonce"])
+            kind = aggregate.kind
+            for _account, asset, _bucket, _side, amount in aggregate.legs:
+                if kind == "Deposit" and _bucket == RESERVE:
+                    self.deposits[asset] = self.deposits.get(asset, 0) + amount
+                if kind == "WithdrawalFinalize" and _bucket == RESERVE:
+                    self.withdrawals[asset] = self.withdrawals.get(asset, 0) + amount
+        elif type_name == "NonceUse.Used":
+            expected = self._pending_nonce
+            if expected is None or (aggregate.signer, aggregate.nonce) != expected:
+                raise AuditFailure(index, "nonce record does not belong to the receipt before it")
+            if aggregate.id != nonce_id(aggregate.signer, aggregate.nonce):
+                raise AuditFailure(
+                    index, "nonce record id does not derive from its signer and nonce"
+                )
+            self._pending_nonce = None
+        elif type_name == "Account.Opened":
+            if aggregate.id != account_id(aggregate.name):
+                raise AuditFailure(index, "account id does not derive from its name")
+        elif type_name == "Account.Posted":
+            self._check_posted(index, aggregate, data)
+        else:
+            raise AuditFailure(index, f"event type {type_name} does not belong in the ledger log")
+
+    def _check_posted(self, index: int, account: Account, data: dict[str, Any]) -> None:
+        if data["posting_id"] != self._pending_id or account.name not in self._pending:
+            raise AuditFailure(
+                index, f"posting to {account.name} without a receipt that asks for it"
+            )
+        if self._pending.pop(account.name) != data["legs"]:
+            raise AuditFailure(index, f"legs posted to {account.name} differ from the receipt's")
+        for _name, asset, bucket, _side, _amount in data["legs"]:
+            value = account.balances.get(balance_key(asset, bucket), 0)
+            if value < 0:
+                raise AuditFailure(
+                    index, f"{account.name} {bucket} {asset} went negative ({value})"
+                )
+            change = _amount if (_side == "D") == (bucket == RESERVE) else -_amount
+            totals = self.reserve if bucket == RESERVE else self.liabilities
+            totals[asset] = totals.get(asset, 0) + change
+
+    def _close_pending(self, index: int) -> None:
+        if self._pending or self._pending_nonce is not None:
+            missing = sorted(self._pending) or ["the nonce record"]
+            raise AuditFailure(
+                index, f"command {self._pending_id} is missing events for {', '.join(missing)}"
+            )
+        self._pending_id = None
+        self._check_totals(index)
+
+    def _check_totals(self, index: int) -> None:
+        # Per asset: every posting set balanced, so liabilities == reserve; and the reserve
+        # is exactly what came in minus what went out.
+        for asset in self.liabilities.keys() | self.reserve.keys() | self.deposits.keys():
+            liabilities = self.liabilities.get(asset, 0)
+            reserve = self.reserve.get(asset, 0)
+            net = self.deposits.get(asset, 0) - self.withdrawals.get(asset, 0)
+            if not liabilities == reserve == net:
+                raise AuditFailure(
+                    index,
+                    f"{asset}: balances {liabilities}, reserve {reserve}, deposits - withdrawals {net}",
+                )
+
+    def finish(self) -> None:
+        if self.events == 0:
+            raise AuditFailure(0, "the log is empty")
+        self._close_pending(self.events)
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        assets = self.liabilities.keys() | self.reserve.keys() | self.deposits.keys()
+        return {
+            asset: {
+                "deposits": self.deposits.get(asset, 0),
+                "withdrawals_finalized": self.withdrawals.get(asset, 0),
+                "balances": self.liabilities.get(asset, 0),
+                "reserve": self.reserve.get(asset, 0),
+            }
+            for asset in assets
+        }
+
+    def balances(self) -> dict[str, dict[str, int]]:
+        return {
+            a.name: dict(a.balances) for a in self.aggregates.values() if isinstance(a, Account)
+        }
+
+
+# -- the pipeline ------------------------------------------------------------------------
+
+
+def audit_lines(lines: Iterable[bytes], *, workers: int | None = None) -> AuditReport:
+    """Audit an export given as lines (bytes, without newlines); never raises on bad input.
+
+    `workers` processes check signatures and hashes (default: one per core; 0 checks
+    them in this process).
+    """
+    started = time.perf_counter()
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    report = AuditReport()
+    replayer = Replayer()
+    accumulator = merkle.MerkleAccumulator()
+    errors: list[AuditFailure] = []
+    tree_head_data: Any = None
+    pool = ProcessPoolExecutor(workers) if workers > 0 else None
+    in_flight: deque[Future[_ChunkResult]] = deque()
+    in_flight_max = 2 * max(workers, 1) + 2
+
+    def collect(result: _ChunkResult) -> None:
+        for digest in result.leaf_hashes:
+            accumulator.append_hash(digest)
+        report.signatures_checked += result.signatures
+        if result.error is not None:
+            errors.append(AuditFailure(*result.error))
+
+    def dispatch(first: int, chunk: list[bytes]) -> None:
+        genesis = replayer.genesis
+        operator, chain_id = (genesis.operator, genesis.chain_id) if genesis else ("", 0)
+        if pool is None:
+            collect(check_lines(first, chunk, operator, chain_id))
+            return
+        in_flight.append(pool.submit(check_lines, first, chunk, operator, chain_id))
+        while len(in_flight) >= in_flight_max or (in_flight and in_flight[0].done()):
+            collect(in_flight.popleft().result())
+
+    try:
+        chunk: list[bytes] = []
+        chunk_first = 0
+        for position, line in enumerate(lines):
+            if tree_head_data is not None:
+                errors.append(AuditFailure(position, "a line after the tree head"))
+                break
+            if line.startswith(b'{"tree_head":'):
+                try:
+                    tree_head_data = canonical.decode(line)["tree_head"]
+                except (ProtocolError, ValueError, KeyError, TypeError) as error:
+                    errors.append(AuditFailure(position, f"unreadable tree head: {error}"))
+                    break
+                continue
+            failure: AuditFailure | None = None
+            try:
+                parts = split_export_line(line)
+                if parts is None:
+                    raise AuditFailure(position, "line is neither an event nor a tree head")
+                replayer.apply(canonical.decode(parts[0]))
+            except AuditFailure as error:
+                failure = error
+            except (ProtocolError, ValueError) as error:
+                failure = AuditFailure(position, f"unreadable event: {error}")
+            chunk.append(line)
+            if failure is not None:
+                # Lines before this one may still hide an earlier failure only the
+                # workers can see (a forged signature): check them, then stop.
+                errors.append(failure)
+                break
+            # The genesis line must be replayed before workers can check authority.
+            if len(chunk) >= chunk_lines or position == 0:
+                dispatch(chunk_first, chunk)
+                chunk_first, chunk = position + 1, []
+        if chunk:
+            dispatch(chunk_first, chunk)
+        while in_flight:
+            collect(in_flight.popleft().result())
+        if not errors:
+            try:
+                replayer.finish()
+            except AuditFailure as failure:
+                errors.append(failure)
+        report.root = accumulator.root()
+        if not errors:
+            _check_tree_head(report, replayer, accumulator, tree_head_data, errors)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    report.events = replayer.events
+    report.commands = replayer.commands
+    report.accounts = sum(1 for a in replayer.aggregates.values() if isinstance(a, Account))
+    report.totals = replayer.totals()
+    report.error = min(errors, key=lambda e: e.position) if errors else None
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_tree_head(
+    report: AuditReport,
+    replayer: Replayer,
+    accumulator: merkle.MerkleAccumulator,
+    data: Any,
+    errors: list[AuditFailure],
+) -> None:
+    size = accumulator.size
+    if data is None:
+        errors.append(AuditFailure(size, "the export ends without a signed tree head"))
+        return
+    try:
+        head = SignedTreeHead.from_json(data)
+        assert replayer.genesis is not None
+        head.verify(replayer.genesis.operator, replayer.genesis.chain_id)
+    except ProtocolError as error:
+        errors.append(AuditFailure(size, f"tree head: {error}"))
+        return
+    report.tree_head = head
+    if head.size != size:
+        errors.append(
+            AuditFailure(
+                min(size, head.size), f"tree head covers {head.size} events, the log has {size}"
+            )
+        )
+    elif head.root != accumulator.root():
+        errors.append(
+            AuditFailure(size, "tree head root differs from the root of the replayed log")
+        )
+
+
+def read_lines(path: str) -> Iterator[bytes]:
+    """Lines of an export file, without their newline; blank trailing lines ignored."""
+    with open(path, "rb") as handle:
+        for raw in handle:
+            line = raw.rstrip(b"\r\n")
+            if line:
+                yield line

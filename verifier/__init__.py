@@ -1,0 +1,1 @@
+"""Reproducible re-execution of sampled training steps (Numba kernels) and the verifier agent."""
