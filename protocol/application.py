@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate, DomainEventProtocol, event
 from eventsourcing.persistence import IntegrityError
 
 from protocol.assets import Asset
@@ -172,7 +172,9 @@ class _Staging:
     def __init__(self, app: Network) -> None:
         self.app = app
         self.aggregates: dict[UUID, Aggregate] = {}
-        self.order: list[Aggregate] = []
+        # Events in command order: a batch must record each command's events contiguously
+        # (receipt, nonce, postings), which saving aggregate by aggregate would not.
+        self.events: list[DomainEventProtocol[UUID]] = []
 
     def get(self, aggregate_id: UUID) -> Any:
         if aggregate_id in self.aggregates:
@@ -185,9 +187,8 @@ class _Staging:
         return aggregate
 
     def add(self, aggregate: Aggregate) -> None:
-        if aggregate.id not in self.aggregates:
-            self.aggregates[aggregate.id] = aggregate
-        self.order.append(aggregate)
+        self.aggregates.setdefault(aggregate.id, aggregate)
+        self.events.extend(aggregate.collect_events())
 
     def account(self, name: str) -> Account:
         existing = self.get(account_id(name))
@@ -269,7 +270,7 @@ class Network(Application[UUID]):
             if result.duplicate:
                 return result
             try:
-                self.save(*staging.order)
+                self.save(*staging.events)
             except IntegrityError:
                 _backoff(attempt)
                 continue
@@ -309,8 +310,8 @@ class Network(Application[UUID]):
             except ProtocolError as error:
                 results[i] = error
         try:
-            if staging.order:
-                self.save(*staging.order)
+            if staging.events:
+                self.save(*staging.events)
         except IntegrityError:
             for i, command in enumerate(commands):
                 if verified[i] is not None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import click
 
+from node.cli.audit import audit
+from node.cli.demo import demo
 from node.cli.keys import keys
+from node.cli.ledger import ledger
+from node.cli.log import log_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +21,7 @@ def main() -> None:
 
 
 main.add_command(keys)
+main.add_command(ledger)
+main.add_command(log_group)
+main.add_command(audit)
+main.add_command(demo)
