@@ -1,0 +1,260 @@
+"""The exported event log and the auditor's replay: honest logs pass, every forgery is named."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from protocol import canonical, merkle
+from protocol.application import Network
+from protocol.audit import audit_lines
+from protocol.keys import PrivateKey
+from protocol.log import EventLog, export_line, sign_tree_head, tree_head_line
+from tests.protocol.conftest import CHAIN_ID, Sign, deposit, key_from_int
+
+
+def build_history(
+    app: Network, operator: PrivateKey, alice: PrivateKey, bob: PrivateKey, sign: Sign
+) -> None:
+    deposit(app, operator, alice.address, 1_000)
+    deposit(app, operator, bob.address, 500, asset="USD")
+    app.submit(sign(alice, "Transfer", to=bob.address, asset="BLACK", amount=100, memo="a"))
+    app.submit(sign(alice, "EscrowLock", job="j1", asset="BLACK", amount=300))
+    app.submit(
+        sign(
+            operator,
+            "EscrowRelease",
+            payer=alice.address,
+            job="j1",
+            asset="BLACK",
+            payouts=[{"account": bob.address, "amount": 250}],
+            fee=20,
+        )
+    )
+    app.submit(sign(bob, "Stake", asset="BLACK", amount=200))
+    app.submit(
+        sign(
+            operator,
+            "Slash",
+            account=bob.address,
+            asset="BLACK",
+            amount=50,
+            beneficiary=alice.address,
+            bounty=25,
+            reason="fraud",
+        )
+    )
+    app.submit(sign(bob, "WithdrawalRequest", asset="USD", amount=100))
+    app.submit(
+        sign(
+            operator,
+            "WithdrawalFinalize",
+            account=bob.address,
+            asset="USD",
+            amount=100,
+            chainRef="31337:0x01:0",
+        )
+    )
+
+
+def export(app: Network, operator: PrivateKey) -> list[bytes]:
+    log = EventLog(app)
+    lines = []
+    for leaf in log.leaves():
+        line, digest = export_line(leaf)
+        log.accumulator.append_hash(digest)
+        lines.append(line)
+    head = sign_tree_head(operator, CHAIN_ID, log.size, log.root(), int(time.time() * 1000))
+    return [*lines, tree_head_line(head)]
+
+
+@pytest.fixture
+def exported(
+    network: Network, operator: PrivateKey, alice: PrivateKey, bob: PrivateKey, sign: Sign
+) -> list[bytes]:
+    build_history(network, operator, alice, bob, sign)
+    return export(network, operator)
+
+
+def position_of(lines: list[bytes], type_name: str, nth: int = 0) -> int:
+    hits = [i for i, line in enumerate(lines) if f'"type":"{type_name}"'.encode() in line]
+    return hits[nth]
+
+
+def rewrite(line: bytes, change: object) -> bytes:
+    """Apply `change` to the event of an export line and recompute its leaf hash, as a
+    careful forger would."""
+    event = json.loads(line)["event"]
+    change(event)  # type: ignore[operator]
+    return export_line(event)[0]
+
+
+def test_honest_export_passes_with_every_signature_checked(
+    exported: list[bytes], network: Network
+) -> None:
+    """An untouched export replays cleanly, checks one signature per command and matches the live tree."""
+    report = audit_lines(exported, workers=0)
+    assert report.ok, report.error
+    assert report.commands == 9 and report.signatures_checked == 9
+    assert report.root == _live_root(network)
+    assert report.totals["USD"] == {
+        "deposits": 500,
+        "withdrawals_finalized": 100,
+        "balances": 400,
+        "reserve": 400,
+    }
+
+
+def _live_root(app: Network) -> bytes:
+    log = EventLog(app)
+    log.sync()
+    return log.root()
+
+
+def test_audit_with_worker_processes_agrees_with_inline_audit(exported: list[bytes]) -> None:
+    """Checking signatures in worker processes gives the same report as checking them inline."""
+    inline, parallel = audit_lines(exported, workers=0), audit_lines(exported, workers=2)
+    assert parallel.ok and inline.to_json() | {
+        "seconds": 0,
+        "events_per_second": 0,
+    } == parallel.to_json() | {"seconds": 0, "events_per_second": 0}
+
+
+def test_changed_amount_is_named_at_its_line(exported: list[bytes]) -> None:
+    """Raising an amount in a posting, even with its leaf hash recomputed, fails at that line."""
+    victim = position_of(exported, "Account.Posted", 3)
+    exported[victim] = rewrite(
+        exported[victim], lambda e: e["data"]["legs"][0].__setitem__(4, 10**9)
+    )
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None and report.error.position == victim
+
+
+def test_changed_line_without_rehash_is_named_by_its_leaf_hash(exported: list[bytes]) -> None:
+    """A byte changed inside a line that keeps its old leaf hash fails the leaf hash check there."""
+    victim = position_of(exported, "Account.Opened", 1)
+    exported[victim] = exported[victim].replace(b'"version":1', b'"version":1 ', 1)
+    report = audit_lines(exported, workers=2)
+    assert report.error is not None and report.error.position == victim
+    assert "leaf hash" in report.error.reason
+
+
+def test_dropped_line_is_named(exported: list[bytes]) -> None:
+    """Removing a line makes the next line's position disagree with its place."""
+    victim = position_of(exported, "NonceUse.Used", 2)
+    del exported[victim]
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None and report.error.position == victim
+
+
+def test_inserted_line_is_named(exported: list[bytes]) -> None:
+    """A duplicated line inserted into the log fails where it was inserted."""
+    exported.insert(5, exported[4])
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None and report.error.position == 5
+
+
+def test_reordered_lines_are_named(exported: list[bytes]) -> None:
+    """Swapping two lines fails at the first of them."""
+    exported[6], exported[9] = exported[9], exported[6]
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None and report.error.position == 6
+
+
+def test_forged_signature_is_named(exported: list[bytes]) -> None:
+    """A receipt whose signature was replaced (and leaf hash recomputed) fails at that receipt."""
+    victim = position_of(exported, "Receipt.Accepted", 4)
+    forger = key_from_int(0xBAD)
+    exported[victim] = rewrite(
+        exported[victim],
+        lambda e: e["data"].__setitem__("signature", "0x" + forger.sign_digest(b"\x11" * 32).hex()),
+    )
+    report = audit_lines(exported, workers=2)
+    assert report.error is not None and report.error.position == victim
+    assert "signature" in report.error.reason or "recovers" in report.error.reason
+
+
+def test_posting_that_differs_from_the_signed_command_is_named(exported: list[bytes]) -> None:
+    """A receipt whose recorded legs were redirected to another account fails even if the
+    account events agree with it: the legs must be exactly what the signature covers."""
+    victim = position_of(exported, "Receipt.Accepted", 3)
+    thief = key_from_int(0x7E1F).address
+
+    def redirect(event: dict[str, object]) -> None:
+        legs = event["data"]["legs"]  # type: ignore[index]
+        legs[1][0] = thief  # type: ignore[index]
+
+    exported[victim] = rewrite(exported[victim], redirect)
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None and report.error.position == victim
+
+
+def test_forged_tree_head_is_refused(exported: list[bytes]) -> None:
+    """A tree head signed by someone other than the operator fails the audit at the log's end."""
+    head = json.loads(exported[-1])["tree_head"]
+    impostor = key_from_int(0x1234)
+    exported[-1] = tree_head_line(
+        sign_tree_head(
+            impostor, CHAIN_ID, head["size"], bytes.fromhex(head["root"][2:]), head["timestamp"]
+        )
+    )
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None and report.error.position == len(exported) - 1
+    assert "tree head" in report.error.reason
+
+
+def test_tree_head_over_another_root_is_refused(
+    exported: list[bytes], operator: PrivateKey
+) -> None:
+    """A genuine operator signature over the wrong root fails the root comparison."""
+    head = json.loads(exported[-1])["tree_head"]
+    exported[-1] = tree_head_line(
+        sign_tree_head(operator, CHAIN_ID, head["size"], b"\x00" * 32, head["timestamp"])
+    )
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None and "root" in report.error.reason
+
+
+def test_truncated_log_with_its_tree_head_is_refused(exported: list[bytes]) -> None:
+    """Dropping the last events leaves a tree head that covers more than the log."""
+    del exported[-3:-1]
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None
+
+
+def test_missing_tree_head_is_refused(exported: list[bytes]) -> None:
+    """An export must end with a signed tree head."""
+    report = audit_lines(exported[:-1], workers=0)
+    assert report.error is not None and "tree head" in report.error.reason
+
+
+def test_leaves_are_canonical_json_of_the_documented_shape(exported: list[bytes]) -> None:
+    """Each event line is canonical JSON with the leaf object under "event" and its RFC 6962 leaf hash."""
+    for index, line in enumerate(exported[:-1]):
+        record = json.loads(line)
+        assert canonical.encode(record) == line
+        assert set(record["event"]) == {"index", "type", "id", "version", "timestamp", "data"}
+        assert record["event"]["index"] == index
+        assert (
+            record["leaf_hash"] == "0x" + merkle.leaf_hash(canonical.encode(record["event"])).hex()
+        )
+
+
+def test_live_tree_proves_inclusion_and_consistency(
+    network: Network, operator: PrivateKey, alice: PrivateKey, bob: PrivateKey, sign: Sign
+) -> None:
+    """The log's tree gives inclusion proofs for its events and consistency proofs as it grows."""
+    build_history(network, operator, alice, bob, sign)
+    log = EventLog(network)
+    old_size = log.sync()
+    old_root = log.root()
+    deposit(network, operator, alice.address, 1)
+    size = log.sync()
+    assert size > old_size
+    merkle.verify_consistency(old_size, size, log.consistency_proof(old_size), old_root, log.root())
+    for index in (0, old_size - 1, size - 1):
+        merkle.verify_inclusion_from_hash(
+            log.leaf_hashes[index], index, size, log.inclusion_proof(index), log.root()
+        )
