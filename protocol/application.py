@@ -11,11 +11,12 @@ state.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -172,6 +173,8 @@ class _Staging:
     def __init__(self, app: Network) -> None:
         self.app = app
         self.aggregates: dict[UUID, Aggregate] = {}
+        self.receipts: dict[UUID, Receipt] = {}
+        self.nonces: set[UUID] = set()
         # Events in command order: a batch must record each command's events contiguously
         # (receipt, nonce, postings), which saving aggregate by aggregate would not.
         self.events: list[DomainEventProtocol[UUID]] = []
@@ -180,7 +183,7 @@ class _Staging:
         if aggregate_id in self.aggregates:
             return self.aggregates[aggregate_id]
         try:
-            aggregate = self.app.repository.get(aggregate_id)
+            aggregate: Aggregate = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         self.aggregates[aggregate_id] = aggregate
@@ -206,7 +209,10 @@ class Network(Application[UUID]):
     name = "BlackTail"
     # Notification log sections large enough for exports and audits to read in bulk.
     log_section_size = 1000
-    env = {"AGGREGATE_CACHE_MAXSIZE": "100000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    env: ClassVar[dict[str, str]] = {
+        "AGGREGATE_CACHE_MAXSIZE": "100000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+    }
 
     def __init__(self, storage: Storage | None = None) -> None:
         self.storage = storage or memory_storage()
@@ -226,10 +232,9 @@ class Network(Application[UUID]):
             genesis = Genesis(
                 chain_id=chain_id, operator=operator, protocol_version=PROTOCOL_VERSION
             )
-            try:
+            # Another process may initialize it at the same moment: compare below.
+            with contextlib.suppress(IntegrityError):
                 self.save(genesis)
-            except IntegrityError:
-                pass  # Another process initialized it at the same moment: compare below.
             self._genesis = None
             existing = self.genesis
         if (existing.chain_id, existing.operator) != (chain_id, operator):
@@ -242,7 +247,7 @@ class Network(Application[UUID]):
     def genesis(self) -> Genesis:
         if self._genesis is None:
             try:
-                genesis = self.repository.get(Genesis.create_id())
+                genesis: Genesis = self.repository.get(Genesis.create_id())
             except AggregateNotFoundError:
                 raise NotInitialized(
                     "the ledger has no genesis record; initialize it first"
@@ -264,17 +269,29 @@ class Network(Application[UUID]):
     def submit(self, command: SignedCommand, *, now: int | None = None) -> CommandResult:
         """Verify and apply one signed command, atomically; retry lost races."""
         verified = verify_command(command, self.chain_id)
+        moment = _now(now)
         for attempt in range(conflict_retries_max):
             staging = _Staging(self)
-            result = self._stage(staging, verified, _now(now))
-            if result.duplicate:
-                return result
             try:
+                result = self._stage(staging, verified, moment)
                 self.save(*staging.events)
+                return result
             except IntegrityError:
+                # Either this command (or its nonce) was recorded before, or another
+                # writer moved an account first: only the first two end the retries.
+                prior = self._prior_result(verified)
+                if prior is not None:
+                    return prior
+                if self._exists(nonce_id(verified.signer, verified.nonce)):
+                    raise NonceReplayed(verified.signer, verified.nonce) from None
                 _backoff(attempt)
-                continue
-            return result
+            except ProtocolError:
+                # A retry of an accepted command must get its first answer even when
+                # it could not be accepted now (expired since, funds spent since).
+                prior = self._prior_result(verified)
+                if prior is not None:
+                    return prior
+                raise
         raise ConcurrencyExhausted(
             f"command {verified.client_id} lost {conflict_retries_max} races"
         )
@@ -285,53 +302,52 @@ class Network(Application[UUID]):
         """Apply many commands in one transaction (group commit).
 
         Each command is checked and applied in order on the batch's state; a command that
-        fails is reported in its slot and changes nothing. If the batch loses a race, it
-        falls back to one transaction per command, so one contended account does not
-        stall the rest.
+        fails is reported in its slot and changes nothing. If the batch loses a race (or
+        holds a retry of a recorded command), it falls back to one transaction per
+        command, so one contended account does not stall the rest.
         """
         if len(commands) > batch_commands_max:
             raise InvalidInput(f"batch of {len(commands)} commands exceeds {batch_commands_max}")
         moment = _now(now)
-        results: list[CommandResult | ProtocolError | None] = []
-        verified: list[VerifiedCommand | None] = []
+        results: list[CommandResult | ProtocolError] = []
+        staging = _Staging(self)
         for command in commands:
             try:
-                verified.append(verify_command(command, self.chain_id))
-                results.append(None)
+                verified = verify_command(command, self.chain_id)
             except ProtocolError as error:
-                verified.append(None)
                 results.append(error)
-        staging = _Staging(self)
-        for i, item in enumerate(verified):
-            if item is None:
                 continue
             try:
-                results[i] = self._stage(staging, item, moment)
+                results.append(self._stage(staging, verified, moment))
             except ProtocolError as error:
-                results[i] = error
+                prior = self._prior_result(verified)
+                results.append(error if prior is None else prior)
         try:
             if staging.events:
                 self.save(*staging.events)
         except IntegrityError:
             for i, command in enumerate(commands):
-                if verified[i] is not None:
+                if isinstance(results[i], CommandResult):
                     try:
                         results[i] = self.submit(command, now=moment)
                     except ProtocolError as error:
                         results[i] = error
-        assert all(result is not None for result in results), "a batch slot was left undecided"
-        return [result for result in results if result is not None]
+        return results
 
     def _stage(self, staging: _Staging, command: VerifiedCommand, now: int) -> CommandResult:
-        """Check one verified command against state and stage its events; trigger nothing
-        until every check has passed, so a refused command leaves the staging untouched."""
+        """Check one verified command against state and stage its events.
+
+        Nothing is triggered until every check has passed, so a refused command leaves the
+        staging untouched. Uniqueness of the receipt and nonce is not read here: the
+        store refuses a second record with the same id at save time (IntegrityError),
+        which keeps the common path free of reads.
+        """
         signer = command.signer
-        existing = staging.get(receipt_id(signer, command.client_id))
-        if existing is not None:
-            assert isinstance(existing, Receipt)
-            if existing.payload_digest != command.payload_digest:
+        staged = staging.receipts.get(receipt_id(signer, command.client_id))
+        if staged is not None:
+            if staged.payload_digest != command.payload_digest:
                 raise IdempotencyConflict(signer, command.client_id)
-            return existing.result(duplicate=True)
+            return staged.result(duplicate=True)
         if command.expiry < now:
             raise CommandExpired(command.expiry, now)
         if command.expiry > now + expiry_horizon_seconds:
@@ -339,11 +355,9 @@ class Network(Application[UUID]):
                 f"message.expiry: more than {expiry_horizon_seconds} s ahead",
                 field="message.expiry",
             )
-        if staging.get(nonce_id(signer, command.nonce)) is not None:
+        if nonce_id(signer, command.nonce) in staging.nonces:
             raise NonceReplayed(signer, command.nonce)
-        if command.kind.operator_only and signer != self.operator:
-            raise Unauthorized(signer, command.kind.name)
-        if signer in SYSTEM_ACCOUNTS:
+        if signer in SYSTEM_ACCOUNTS or (command.kind.operator_only and signer != self.operator):
             raise Unauthorized(signer, command.kind.name)
         grouped = group_by_account(command.legs)
         accounts = [(staging.account(name), legs) for name, legs in grouped.items()]
@@ -359,18 +373,36 @@ class Network(Application[UUID]):
             payload_digest=command.payload_digest,
             legs=[leg.to_json() for leg in command.legs],
         )
+        nonce = NonceUse(signer=signer, nonce=command.nonce, client_id=command.client_id)
+        staging.receipts[receipt.id] = receipt
+        staging.nonces.add(nonce.id)
         staging.add(receipt)
-        staging.add(NonceUse(signer=signer, nonce=command.nonce, client_id=command.client_id))
+        staging.add(nonce)
         for account, legs in accounts:
             account.post(str(receipt.id), legs)
             staging.add(account)
         return receipt.result()
 
+    def _prior_result(self, command: VerifiedCommand) -> CommandResult | None:
+        """The first result of a command with this signer and client id, if recorded;
+        IdempotencyConflict if that command asked for something else."""
+        try:
+            receipt: Receipt = self.repository.get(receipt_id(command.signer, command.client_id))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(receipt, Receipt)
+        if receipt.payload_digest != command.payload_digest:
+            raise IdempotencyConflict(command.signer, command.client_id)
+        return receipt.result(duplicate=True)
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        return bool(self.recorder.select_events(aggregate_id, limit=1))
+
     # -- queries ----------------------------------------------------------------------
 
     def account(self, name: str) -> Account | None:
         try:
-            account = self.repository.get(account_id(name))
+            account: Account = self.repository.get(account_id(name))
         except AggregateNotFoundError:
             return None
         assert isinstance(account, Account)

@@ -178,7 +178,8 @@ class Replayer:
         if event.originator_version != expected_version:
             raise AuditFailure(
                 index,
-                f"version {event.originator_version} of {aggregate_id}, expected {expected_version}",
+                f"version {event.originator_version} of {aggregate_id}, "
+                f"expected {expected_version}",
             )
         type_name = leaf["type"]
         if index == 0 and type_name != "Genesis.Created":
@@ -270,7 +271,8 @@ class Replayer:
             if not liabilities == reserve == net:
                 raise AuditFailure(
                     index,
-                    f"{asset}: balances {liabilities}, reserve {reserve}, deposits - withdrawals {net}",
+                    f"{asset}: balances {liabilities}, reserve {reserve}, "
+                    f"deposits - withdrawals {net}",
                 )
 
     def finish(self) -> None:

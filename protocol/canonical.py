@@ -25,7 +25,7 @@ _encoder = json.JSONEncoder(
 
 
 def normalize(value: Any, _depth: int = 0) -> Any:
-    """Return `value` with bytes hex-encoded and tuples as lists; refuse what has no canonical form."""
+    """`value` with bytes as hex and tuples as lists; refuse what has no canonical form."""
     if _depth > depth_max:
         raise InvalidInput(f"value nests deeper than {depth_max} levels")
     if value is None or isinstance(value, (bool, int, str)):

@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.domain import CanSnapshotAggregate, DomainEvent
+from eventsourcing.domain import Aggregate, AggregateEvent, DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from protocol import canonical, merkle
@@ -31,13 +31,13 @@ from protocol.keys import PrivateKey, parse_address, verify_signer
 from protocol.ledger import Account
 
 # Every event type the log may contain: the aggregate classes and their event classes.
-AGGREGATES: tuple[type[CanSnapshotAggregate[UUID]], ...] = (Genesis, Receipt, NonceUse, Account)
-EVENT_TYPES: dict[str, type[DomainEvent]] = {}
-_EVENT_NAMES: dict[type[DomainEvent], str] = {}
+AGGREGATES: tuple[type[Aggregate], ...] = (Genesis, Receipt, NonceUse, Account)
+EVENT_TYPES: dict[str, type[AggregateEvent]] = {}
+_EVENT_NAMES: dict[type[AggregateEvent], str] = {}
 _CREATED_TOPICS: dict[str, str] = {}
 for _aggregate in AGGREGATES:
     for _name, _value in vars(_aggregate).items():
-        if isinstance(_value, type) and issubclass(_value, DomainEvent):
+        if isinstance(_value, type) and issubclass(_value, AggregateEvent):
             _type_name = f"{_aggregate.__name__}.{_name}"
             EVENT_TYPES[_type_name] = _value
             _EVENT_NAMES[_value] = _type_name
@@ -48,10 +48,10 @@ _ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_top
 page_events_max = 1000
 
 
-def leaf_object(index: int, event: DomainEvent) -> dict[str, Any]:
+def leaf_object(index: int, event: DomainEventProtocol[UUID]) -> dict[str, Any]:
     """The leaf object of `event` at log position `index`."""
-    type_name = _EVENT_NAMES.get(type(event))
-    if type_name is None:
+    type_name = _EVENT_NAMES.get(type(event))  # type: ignore[arg-type]
+    if type_name is None or not isinstance(event, AggregateEvent):
         raise InvalidInput(f"event class {type(event).__qualname__} is not in the log registry")
     data = {k: v for k, v in event.__dict__.items() if k not in _ENVELOPE}
     return {
@@ -64,7 +64,7 @@ def leaf_object(index: int, event: DomainEvent) -> dict[str, Any]:
     }
 
 
-def event_from_leaf(leaf: Mapping[str, Any]) -> DomainEvent:
+def event_from_leaf(leaf: Mapping[str, Any]) -> AggregateEvent:
     """Rebuild the domain event a leaf object describes; raise InvalidInput if it cannot be."""
     try:
         type_name = leaf["type"]

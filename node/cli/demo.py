@@ -78,7 +78,8 @@ def demo(data_dir: Path | None, accounts: int, operations: int) -> None:
         head = sign_tree_head(key, app.chain_id, log.size, log.root(), int(time.time() * 1000))
         handle.write(tree_head_line(head) + b"\n")
     out.print(
-        f"3. exported {log.size:,} events to {export_path}, signed tree root 0x{head.root.hex()[:16]}..."
+        f"3. exported {log.size:,} events to {export_path}, "
+        f"signed tree root 0x{head.root.hex()[:16]}..."
     )
 
     honest = audit_lines(read_lines(str(export_path)))

@@ -97,7 +97,7 @@ def test_escrow_lock_release_and_refund_move_the_job_budget(
 def test_stake_unstake_and_slash_with_bounty(
     network: Network, operator: PrivateKey, alice: PrivateKey, bob: PrivateKey, sign: Sign
 ) -> None:
-    """Stake moves into the stake bucket; a slash pays the bounty and sends the rest to the treasury."""
+    """Stake moves into the stake bucket; a slash pays the bounty, the rest to the treasury."""
     deposit(network, operator, alice.address, 100)
     network.submit(sign(alice, "Stake", asset="BLACK", amount=80))
     network.submit(sign(alice, "Unstake", asset="BLACK", amount=20))
@@ -168,7 +168,7 @@ def test_fee_and_withdrawal_lifecycle_reduce_the_reserve(
 def test_retry_with_same_client_id_returns_the_first_result(
     network: Network, operator: PrivateKey, alice: PrivateKey, bob: PrivateKey, sign: Sign
 ) -> None:
-    """Re-sending a command, even re-signed with a new nonce, returns the first result and records nothing."""
+    """Re-sending a command, even re-signed with a new nonce, returns the first result only."""
     deposit(network, operator, alice.address, 100)
     command = sign(
         alice, "Transfer", to=bob.address, asset="BLACK", amount=7, memo="", clientId="pay-7"

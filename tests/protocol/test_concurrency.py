@@ -112,7 +112,7 @@ def _process_writer(dsn: str, commands: list[dict[str, Any]], start: Any, out: A
 def test_two_processes_on_one_postgres_store_never_overdraw(
     pg_dsn: str, operator: PrivateKey, alice: PrivateKey, bob: PrivateKey, sign: Sign
 ) -> None:
-    """Two processes sharing one PostgreSQL store race 50 spends over 30 units: exactly 30 succeed."""
+    """Two processes on one PostgreSQL store race 50 spends over 30 units: exactly 30 succeed."""
     storage = postgres_storage(pg_dsn)
     app = Network(storage)
     app.initialize(31337, operator.address)

@@ -94,7 +94,7 @@ def rewrite(line: bytes, change: object) -> bytes:
 def test_honest_export_passes_with_every_signature_checked(
     exported: list[bytes], network: Network
 ) -> None:
-    """An untouched export replays cleanly, checks one signature per command and matches the live tree."""
+    """An untouched export replays cleanly, checks every command's signature, matches the tree."""
     report = audit_lines(exported, workers=0)
     assert report.ok, report.error
     assert report.commands == 9 and report.signatures_checked == 9
@@ -231,7 +231,7 @@ def test_missing_tree_head_is_refused(exported: list[bytes]) -> None:
 
 
 def test_leaves_are_canonical_json_of_the_documented_shape(exported: list[bytes]) -> None:
-    """Each event line is canonical JSON with the leaf object under "event" and its RFC 6962 leaf hash."""
+    """Each event line is canonical JSON: the leaf under "event" and its RFC 6962 leaf hash."""
     for index, line in enumerate(exported[:-1]):
         record = json.loads(line)
         assert canonical.encode(record) == line
