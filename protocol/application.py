@@ -12,6 +12,7 @@ state.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Sequence
@@ -138,10 +139,14 @@ class NonceUse(Aggregate):
         self.client_id = client_id
 
 
+# A command's record ids are derived several times while it is staged and saved (by us
+# and by eventsourcing's create_id); a small cache makes that one SHA-1 each.
+@functools.lru_cache(maxsize=4096)
 def receipt_id(signer: str, client_id: str) -> UUID:
     return namespaced_id("receipt", signer, client_id)
 
 
+@functools.lru_cache(maxsize=4096)
 def nonce_id(signer: str, nonce: int) -> UUID:
     return namespaced_id("nonce", signer, str(nonce))
 

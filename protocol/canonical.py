@@ -49,6 +49,12 @@ def encode(value: Any) -> bytes:
     return _encoder.encode(normalize(value)).encode()
 
 
+def encode_normal(value: Any) -> bytes:
+    """Encode a value already in normal form (only str, int, bool, None, lists and
+    str-keyed dicts, as `normalize` returns and parsed commands are) without re-walking it."""
+    return _encoder.encode(value).encode()
+
+
 def decode(data: bytes | str) -> Any:
     """Decode canonical JSON, refusing floats so that a forged line cannot smuggle one in."""
     return json.loads(data, parse_float=_refuse_float, parse_constant=_refuse_float)

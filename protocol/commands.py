@@ -412,6 +412,7 @@ class VerifiedCommand:
     signature: bytes
     digest: bytes
     legs: tuple[Leg, ...]
+    payload_digest: str
 
     @property
     def client_id(self) -> str:
@@ -425,15 +426,13 @@ class VerifiedCommand:
     def expiry(self) -> int:
         return int(self.message["expiry"])
 
-    @property
-    def payload_digest(self) -> str:
-        """What idempotency compares: the command without its nonce and expiry, so that a
-        client re-signing the same request after a timeout gets the first answer back."""
-        payload = {k: v for k, v in self.message.items() if k not in ("nonce", "expiry")}
-        body = canonical.encode(
-            {"kind": self.kind.name, "chain_id": self.chain_id, "message": payload}
-        )
-        return "0x" + hashlib.sha256(body).hexdigest()
+
+def payload_digest(kind: CommandKind, chain_id: int, message: Mapping[str, Any]) -> str:
+    """What idempotency compares: the command without its nonce and expiry, so that a
+    client re-signing the same request after a timeout gets the first answer back."""
+    payload = {k: v for k, v in message.items() if k not in ("nonce", "expiry")}
+    body = canonical.encode_normal({"kind": kind.name, "chain_id": chain_id, "message": payload})
+    return "0x" + hashlib.sha256(body).hexdigest()
 
 
 def derive_legs(kind: CommandKind, signer: str, message: Mapping[str, Any]) -> tuple[Leg, ...]:
@@ -515,6 +514,7 @@ def verify_command(command: SignedCommand, chain_id: int) -> VerifiedCommand:
         command.signature,
         digest,
         derive_legs(kind, command.signer, message),
+        payload_digest(kind, chain_id, message),
     )
 
 

@@ -14,6 +14,7 @@ event is recorded and again by every replay.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -192,6 +193,7 @@ class Account(Aggregate):
                 self.balances.pop(key, None)
 
 
+@functools.lru_cache(maxsize=65536)
 def account_id(name: str) -> UUID:
     """The aggregate id of the account named `name` (an address or a system account)."""
     return uuid5(_NAMESPACE, "account:" + name)
