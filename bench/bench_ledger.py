@@ -178,7 +178,7 @@ def main() -> int:
                     f"ledger.{kind}.transfers_per_s_{mode}",
                     count / domain,
                     "transfers/s",
-                    baseline=f"raw eventsourcing save, {EVENTS_PER_TRANSFER} events/transfer, one {per}",
+                    baseline=f"raw save, {EVENTS_PER_TRANSFER} events/transfer, one {per}",
                     ratio=domain / raw,
                 )
                 figure(
