@@ -19,7 +19,6 @@ from typing import Any
 from protocol.application import CommandResult, Network
 from protocol.assets import Asset
 from protocol.commands import SignedCommand, sign_command
-from protocol.errors import ProtocolError
 from protocol.keys import PrivateKey
 
 Signer = Callable[[PrivateKey, str, int, dict[str, Any]], SignedCommand]
@@ -297,8 +296,10 @@ def run(
     *,
     batch: int = 64,
     progress: Callable[[int], None] | None = None,
+    fund: bool = True,
 ) -> SimulationReport:
-    """Fund every account, then apply `operations` random commands in batches of `batch`."""
+    """Fund every account (unless `fund` is false), then apply `operations` random
+    commands in batches of `batch`."""
     report = SimulationReport()
     pending: list[SignedCommand] = []
 
@@ -322,9 +323,9 @@ def run(
         if len(pending) >= batch:
             flush()
 
-    started = time.perf_counter()
-    for command in workload.funding():
-        add(command)
+    if fund:
+        for command in workload.funding():
+            add(command)
     for _ in range(operations):
         signing = time.perf_counter()
         command = workload.next_command()
@@ -332,8 +333,4 @@ def run(
         add(command)
     if pending:
         flush()
-    del started
     return report
-
-
-__all__ = ["MIX", "ProtocolError", "SimulationReport", "Workload", "run"]

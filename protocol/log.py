@@ -33,6 +33,9 @@ from protocol.ledger import Account
 # Every event type the log may contain: the aggregate classes and their event classes.
 AGGREGATES: tuple[type[Aggregate], ...] = (Genesis, Receipt, NonceUse, Account)
 EVENT_TYPES: dict[str, type[AggregateEvent]] = {}
+# The aggregate class each event type belongs to: an event must never be applied to an
+# aggregate of another class, whatever id a forged line names.
+EVENT_AGGREGATES: dict[str, type[Aggregate]] = {}
 _EVENT_NAMES: dict[type[AggregateEvent], str] = {}
 _CREATED_TOPICS: dict[str, str] = {}
 for _aggregate in AGGREGATES:
@@ -40,11 +43,13 @@ for _aggregate in AGGREGATES:
         if isinstance(_value, type) and issubclass(_value, AggregateEvent):
             _type_name = f"{_aggregate.__name__}.{_name}"
             EVENT_TYPES[_type_name] = _value
+            EVENT_AGGREGATES[_type_name] = _aggregate
             _EVENT_NAMES[_value] = _type_name
             if "originator_topic" in getattr(_value, "__dataclass_fields__", {}):
                 _CREATED_TOPICS[_type_name] = get_topic(_aggregate)
 
-_ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_topic")
+# Fields every stored event has that the leaf carries outside `data`.
+ENVELOPE_FIELDS = ("originator_id", "originator_version", "timestamp", "originator_topic")
 page_events_max = 1000
 
 
@@ -53,7 +58,7 @@ def leaf_object(index: int, event: DomainEventProtocol[UUID]) -> dict[str, Any]:
     type_name = _EVENT_NAMES.get(type(event))  # type: ignore[arg-type]
     if type_name is None or not isinstance(event, AggregateEvent):
         raise InvalidInput(f"event class {type(event).__qualname__} is not in the log registry")
-    data = {k: v for k, v in event.__dict__.items() if k not in _ENVELOPE}
+    data = {k: v for k, v in event.__dict__.items() if k not in ENVELOPE_FIELDS}
     return {
         "index": index,
         "type": type_name,
@@ -66,6 +71,11 @@ def leaf_object(index: int, event: DomainEventProtocol[UUID]) -> dict[str, Any]:
 
 def event_from_leaf(leaf: Mapping[str, Any]) -> AggregateEvent:
     """Rebuild the domain event a leaf object describes; raise InvalidInput if it cannot be."""
+    shape = {"type": str, "id": str, "version": int, "timestamp": str, "data": dict}
+    for name, expected in shape.items():
+        value = leaf.get(name)
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise InvalidInput(f"leaf field {name!r} is not a {expected.__name__}")
     try:
         type_name = leaf["type"]
         cls = EVENT_TYPES[type_name]
@@ -78,8 +88,6 @@ def event_from_leaf(leaf: Mapping[str, Any]) -> AggregateEvent:
         event = cls(**kwargs)
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidInput(f"leaf does not describe a known event: {error}") from None
-    if not isinstance(event.originator_version, int):
-        raise InvalidInput("leaf version is not an integer")
     return event
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from protocol import canonical, merkle
 from protocol.application import Network
@@ -258,3 +262,83 @@ def test_live_tree_proves_inclusion_and_consistency(
         merkle.verify_inclusion_from_hash(
             log.leaf_hashes[index], index, size, log.inclusion_proof(index), log.root()
         )
+
+
+class TestAnyChangeIsCaught:
+    """Property: whatever single change is made to an export, the audit fails and never crashes."""
+
+    @pytest.fixture(scope="class")
+    @staticmethod
+    def honest(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+        from protocol.storage import sqlite_storage
+
+        operator, alice, bob = key_from_int(0xB1AC7), key_from_int(0xA11CE), key_from_int(0xB0B)
+        app = Network(sqlite_storage(tmp_path_factory.mktemp("honest")))
+        app.initialize(CHAIN_ID, operator.address)
+        from tests.protocol.conftest import make_command
+
+        build_history(app, operator, alice, bob, make_command)
+        lines = export(app, operator)
+        app.close()
+        return lines
+
+    @given(data=st.data())
+    @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_flipped_byte_anywhere_fails_the_audit(
+        self, honest: list[bytes], data: st.DataObject
+    ) -> None:
+        """Changing one byte of any line (event or tree head) fails the audit, without raising."""
+        lines = list(honest)
+        row = data.draw(st.integers(0, len(lines) - 1), label="line")
+        column = data.draw(st.integers(0, len(lines[row]) - 1), label="byte")
+        replacement = data.draw(st.integers(0, 255).filter(lambda b: b != lines[row][column]))
+        lines[row] = lines[row][:column] + bytes([replacement]) + lines[row][column + 1 :]
+        report = audit_lines(lines, workers=0)
+        assert report.error is not None
+        assert report.error.position <= row or report.error.position == len(honest) - 1
+
+    @given(data=st.data())
+    @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_rehashed_value_change_fails_the_audit(
+        self, honest: list[bytes], data: st.DataObject
+    ) -> None:
+        """Changing any value inside an event, with its leaf hash recomputed, fails the audit."""
+        lines = list(honest)
+        row = data.draw(st.integers(0, len(lines) - 2), label="line")
+        event = json.loads(lines[row])["event"]
+        paths = list(_scalar_paths(event))
+        path = data.draw(st.sampled_from(paths), label="path")
+        old = _get(event, path)
+        new = data.draw(
+            st.one_of(
+                st.integers(-(2**70), 2**70), st.text(max_size=8), st.booleans(), st.none()
+            ).filter(lambda v: v != old or type(v) is not type(old)),
+            label="value",
+        )
+        _set(event, path, new)
+        lines[row] = export_line(event)[0]
+        report = audit_lines(lines, workers=0)
+        assert report.error is not None
+
+
+def _scalar_paths(value: object, prefix: tuple[object, ...] = ()) -> Iterator[tuple[object, ...]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _scalar_paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _scalar_paths(item, (*prefix, i))
+    else:
+        yield prefix
+
+
+def _get(value: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        value = value[step]
+    return value
+
+
+def _set(value: Any, path: tuple[Any, ...], new: object) -> None:
+    for step in path[:-1]:
+        value = value[step]
+    value[path[-1]] = new
