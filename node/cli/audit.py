@@ -11,6 +11,7 @@ from node.cli.common import (
     emit_json,
     json_option,
     open_network,
+    open_storage,
     out,
     store_options,
     workers_default,
@@ -18,16 +19,12 @@ from node.cli.common import (
 from protocol.assets import Asset, to_display
 from protocol.audit import AuditReport, audit_lines, read_lines
 from protocol.log import EventLog, export_line
+from protocol.storage import LEDGER_FILE
 
 
 @click.command()
 @click.argument(
     "export_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--from-store",
-    is_flag=True,
-    help="Audit the store itself (--data-dir / --db) instead of an export file.",
 )
 @store_options
 @click.option(
@@ -39,12 +36,7 @@ from protocol.log import EventLog, export_line
 )
 @json_option
 def audit(
-    export_file: Path | None,
-    from_store: bool,
-    data_dir: Path,
-    dsn: str | None,
-    workers: int,
-    as_json: bool,
+    export_file: Path | None, data_dir: Path, dsn: str | None, workers: int, as_json: bool
 ) -> None:
     """Replay EXPORT_FILE into fresh state and check every invariant, signature and the
     signed tree head; exit 1 naming the first bad position.
@@ -54,16 +46,23 @@ def audit(
     the signed command asked for; no bucket below zero; per asset, balances = vault
     reserve = deposits - finalized withdrawals; the tree head's size, root and signature.
 
-    With --from-store (and --db DSN or --data-dir) the store is read directly; it has no
-    signed tree head, so the report gives the root for comparison with a published one.
+    Without EXPORT_FILE the store itself is audited (--db DSN, or the SQLite file in
+    --data-dir); a store holds no signed tree head, so the report gives the root to
+    compare with a published one.
 
-    Example: blacktail audit events.jsonl --json
+    Examples: blacktail audit events.jsonl --json;
+    blacktail audit --db postgresql://user:pw@127.0.0.1:5432/blacktail
     """
-    if (export_file is None) == (not from_store):
-        raise click.UsageError("give either EXPORT_FILE or --from-store")
     if export_file is not None:
+        if dsn:
+            raise click.UsageError("give EXPORT_FILE or --db, not both")
         report = audit_lines(read_lines(str(export_file)), workers=workers)
     else:
+        storage = open_storage(data_dir, dsn)
+        if not storage.is_postgres and not (data_dir / LEDGER_FILE).exists():
+            raise click.ClickException(
+                f"no export file given and no store at {data_dir / LEDGER_FILE}"
+            )
         log = EventLog(open_network(data_dir, dsn))
         lines = (export_line(leaf)[0] for leaf in log.leaves())
         report = audit_lines(lines, workers=workers, require_tree_head=False)
