@@ -94,6 +94,11 @@ class UnbalancedPosting(ProtocolError, ValueError):
         self.credits = credits
 
 
+class LedgerCorrupted(ProtocolError, AssertionError):
+    """A recorded event breaks an invariant that was checked before it was recorded: the
+    store was damaged or forged. Raised where state is read back, never caught to go on."""
+
+
 class InvalidProof(ProtocolError, ValueError):
     """A Merkle inclusion or consistency proof does not check out."""
 

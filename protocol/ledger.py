@@ -25,7 +25,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from protocol.assets import Asset, parse_amount, parse_asset
-from protocol.errors import InsufficientFunds, InvalidInput, UnbalancedPosting
+from protocol.errors import InsufficientFunds, InvalidInput, LedgerCorrupted, UnbalancedPosting
 
 AVAILABLE = "available"
 STAKE = "stake"
@@ -187,6 +187,10 @@ class Account(Aggregate):
             key = f"{asset}/{bucket}"
             change = amount if (side == "D") == (bucket == RESERVE) else -amount
             value = self.balances.get(key, 0) + change
+            if value < 0:
+                # `post` refuses this before recording, so a stored event that does it
+                # means a corrupted or forged store: stop, never carry on from it.
+                raise LedgerCorrupted(f"{self.name} {key} would be {value} at v{self.version}")
             if value:
                 self.balances[key] = value
             else:

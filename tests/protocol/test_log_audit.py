@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 from protocol import canonical, merkle
 from protocol.application import Network
 from protocol.audit import audit_lines
+from protocol.errors import LedgerCorrupted
 from protocol.keys import PrivateKey
+from protocol.ledger import Account
 from protocol.log import EventLog, export_line, sign_tree_head, tree_head_line
+from protocol.storage import Storage
 from tests.protocol.conftest import CHAIN_ID, Sign, deposit, key_from_int
 
 
@@ -342,3 +345,29 @@ def _set(value: Any, path: tuple[Any, ...], new: object) -> None:
     for step in path[:-1]:
         value = value[step]
     value[path[-1]] = new
+
+
+def test_event_forged_into_the_store_is_refused_on_read_and_by_the_audit(
+    storage: Storage, network: Network, operator: PrivateKey, alice: PrivateKey
+) -> None:
+    """An overdraft written straight into the database fails reads loudly, and the audit there."""
+    deposit(network, operator, alice.address, 10)
+    account = network.account(alice.address)
+    assert account is not None
+    forged = Account.Posted(  # type: ignore[attr-defined]
+        originator_id=account.id,
+        originator_version=account.version + 1,
+        timestamp=Account.Posted.create_timestamp(),  # type: ignore[attr-defined]
+        posting_id="forged",
+        legs=[[alice.address, "BLACK", "available", "D", 11]],
+    )
+    network.recorder.insert_events([network.mapper.to_stored_event(forged)])
+    reopened = Network(storage)
+    try:
+        with pytest.raises(LedgerCorrupted):
+            reopened.balance(alice.address, "BLACK")
+        lines = [export_line(leaf)[0] for leaf in EventLog(reopened).leaves()]
+    finally:
+        reopened.close()
+    report = audit_lines(lines, workers=0, require_tree_head=False)
+    assert report.error is not None and report.error.position == len(lines) - 1
