@@ -84,209 +84,202 @@ class Workload:
             PrivateKey.from_bytes(self.rng.getrandbits(250).to_bytes(32, "big"))
             for _ in range(accounts)
         ]
-        self.available: dict[tuple[str, Asset], int] = {}
-        self.stake: dict[tuple[str, Asset], int] = {}
-        self.escrow: dict[tuple[str, Asset, str], int] = {}
-        self.pending: dict[tuple[str, Asset], int] = {}
+        # Shadow balances: (account, asset[, job]) -> base units the ledger should hold.
+        self.available: dict[Any, int] = {}
+        self.stake: dict[Any, int] = {}
+        self.escrow: dict[Any, int] = {}
+        self.pending: dict[Any, int] = {}
         self._counter = 0
+        self._last_ok = True
         self._run = f"{seed:x}-{self.rng.getrandbits(32):08x}"
-
-    def _message(self, fields: dict[str, Any]) -> dict[str, Any]:
-        self._counter += 1
-        fields["clientId"] = f"sim-{self._run}-{self._counter}"
-        fields["nonce"] = self.rng.getrandbits(64)
-        fields["expiry"] = int(time.time()) + 3600
-        return fields
-
-    def _amount(self, have: int) -> int:
-        if have <= 0 or self.rng.random() < refusal_share:
-            return max(have, 0) + 1 + self.rng.randrange(10**6)
-        return self.rng.randint(1, have)
+        self._makers: dict[str, Callable[[PrivateKey, Asset], SignedCommand | None]] = {
+            "Deposit": self._deposit,
+            "Transfer": self._transfer,
+            "EscrowLock": self._escrow_lock,
+            "EscrowRelease": self._escrow_release,
+            "EscrowRefund": self._escrow_refund,
+            "Stake": self._stake,
+            "Unstake": self._unstake,
+            "Slash": self._slash,
+            "Fee": self._fee,
+            "WithdrawalRequest": self._withdrawal_request,
+            "WithdrawalFinalize": self._withdrawal_finalize,
+        }
 
     def funding(self) -> Iterator[SignedCommand]:
         """One deposit of each asset for every account."""
         for key in self.keys:
             for asset in Asset:
-                yield self._deposit(
-                    key.address, asset, self.rng.randint(1000, 5000) * 10**asset.decimals
-                )
-
-    def _deposit(self, account: str, asset: Asset, amount: int) -> SignedCommand:
-        self.available[(account, asset)] = self.available.get((account, asset), 0) + amount
-        message = {
-            "account": account,
-            "asset": asset.value,
-            "amount": amount,
-            "chainRef": f"{self.chain_id}:0x{self.rng.getrandbits(256):064x}:0",
-        }
-        return self.sign(self.operator, "Deposit", self.chain_id, self._message(message))
+                amount = self.rng.randint(1000, 5000) * 10**asset.decimals
+                yield self._credit_deposit(key.address, asset, amount)
 
     def next_command(self) -> SignedCommand:
-        kind = self.rng.choices(list(MIX), weights=list(MIX.values()))[0]
-        key = self.rng.choice(self.keys)
-        me = key.address
-        asset = self.rng.choice(list(Asset))
-        have = self.available.get((me, asset), 0)
-        op, chain = self.operator, self.chain_id
-        if kind == "Deposit":
-            return self._deposit(me, asset, self.rng.randint(1, 500) * 10**asset.decimals)
-        if kind == "Transfer":
-            other = self.rng.choice([k for k in self.keys[:8] if k is not key] or self.keys).address
-            amount = self._amount(have)
-            self._move(self.available, (me, asset), self.available, (other, asset), amount, have)
-            return self.sign(
-                key,
-                kind,
-                chain,
-                self._message({"to": other, "asset": asset.value, "amount": amount, "memo": "sim"}),
-            )
-        if kind == "EscrowLock":
-            job = f"job-{self.rng.randrange(50)}"
-            amount = self._amount(have)
-            self._move(self.available, (me, asset), self.escrow, (me, asset, job), amount, have)
-            return self.sign(
-                key,
-                kind,
-                chain,
-                self._message({"job": job, "asset": asset.value, "amount": amount}),
-            )
-        if kind in ("EscrowRelease", "EscrowRefund"):
-            held = [(k, v) for k, v in self.escrow.items() if v > 0]
-            if not held:
-                return self.next_command()
-            (payer, escrow_asset, job), value = self.rng.choice(held)
-            if kind == "EscrowRefund":
-                amount = self._amount(value)
-                self._move(
-                    self.escrow,
-                    (payer, escrow_asset, job),
-                    self.available,
-                    (payer, escrow_asset),
-                    amount,
-                    value,
-                )
-                return self.sign(
-                    op,
-                    kind,
-                    chain,
-                    self._message(
-                        {"payer": payer, "job": job, "asset": escrow_asset.value, "amount": amount}
-                    ),
-                )
-            total = self._amount(value)
-            fee = total // 20
-            provider = self.rng.choice(self.keys).address
-            if total <= value:
-                self.escrow[(payer, escrow_asset, job)] = value - total
-                self.available[(provider, escrow_asset)] = (
-                    self.available.get((provider, escrow_asset), 0) + total - fee
-                )
-            payouts = [{"account": provider, "amount": total - fee}]
-            return self.sign(
-                op,
-                kind,
-                chain,
-                self._message(
-                    {
-                        "payer": payer,
-                        "job": job,
-                        "asset": escrow_asset.value,
-                        "payouts": payouts,
-                        "fee": fee,
-                    }
-                ),
-            )
-        if kind == "Stake":
-            amount = self._amount(have)
-            self._move(self.available, (me, asset), self.stake, (me, asset), amount, have)
-            return self.sign(
-                key, kind, chain, self._message({"asset": asset.value, "amount": amount})
-            )
-        if kind in ("Unstake", "Slash"):
-            staked = self.stake.get((me, asset), 0)
-            if staked <= 0:
-                return self.next_command()
-            amount = self._amount(staked)
-            if kind == "Unstake":
-                self._move(self.stake, (me, asset), self.available, (me, asset), amount, staked)
-                return self.sign(
-                    key, kind, chain, self._message({"asset": asset.value, "amount": amount})
-                )
-            beneficiary = self.rng.choice(
-                [k for k in self.keys if k is not key] or self.keys
-            ).address
-            bounty = amount // 2
-            if amount <= staked:
-                self.stake[(me, asset)] = staked - amount
-                self.available[(beneficiary, asset)] = (
-                    self.available.get((beneficiary, asset), 0) + bounty
-                )
-            return self.sign(
-                op,
-                kind,
-                chain,
-                self._message(
-                    {
-                        "account": me,
-                        "asset": asset.value,
-                        "amount": amount,
-                        "beneficiary": beneficiary,
-                        "bounty": bounty,
-                        "reason": "sim: failed verification",
-                    }
-                ),
-            )
-        if kind == "Fee":
-            amount = self._amount(min(have, 10**asset.decimals))
-            if amount <= have:
-                self.available[(me, asset)] = have - amount
-            return self.sign(
-                op,
-                kind,
-                chain,
-                self._message(
-                    {
-                        "account": me,
-                        "asset": asset.value,
-                        "amount": amount,
-                        "reason": "sim: service fee",
-                    }
-                ),
-            )
-        if kind == "WithdrawalRequest":
-            amount = self._amount(have)
-            self._move(self.available, (me, asset), self.pending, (me, asset), amount, have)
-            return self.sign(
-                key, kind, chain, self._message({"asset": asset.value, "amount": amount})
-            )
-        pending = self.pending.get((me, asset), 0)
-        if pending <= 0:
-            return self.next_command()
-        amount = self._amount(pending)
-        if amount <= pending:
-            self.pending[(me, asset)] = pending - amount
-        return self.sign(
-            op,
-            "WithdrawalFinalize",
-            chain,
-            self._message(
-                {
-                    "account": me,
-                    "asset": asset.value,
-                    "amount": amount,
-                    "chainRef": f"{chain}:0x{self.rng.getrandbits(256):064x}:1",
-                }
-            ),
+        """A random command; kinds with nothing to act on (no stake to slash) are redrawn."""
+        while True:
+            kind = self.rng.choices(list(MIX), weights=list(MIX.values()))[0]
+            command = self._makers[kind](self.rng.choice(self.keys), self.rng.choice(list(Asset)))
+            if command is not None:
+                return command
+
+    # -- one maker per kind: update the shadow as the ledger will, then sign ----------------
+
+    def _deposit(self, key: PrivateKey, asset: Asset) -> SignedCommand:
+        return self._credit_deposit(
+            key.address, asset, self.rng.randint(1, 500) * 10**asset.decimals
         )
 
-    @staticmethod
+    def _credit_deposit(self, account: str, asset: Asset, amount: int) -> SignedCommand:
+        _add(self.available, (account, asset), amount)
+        chain_ref = f"{self.chain_id}:0x{self.rng.getrandbits(256):064x}:0"
+        return self._signed(
+            self.operator,
+            "Deposit",
+            account=account,
+            asset=asset,
+            amount=amount,
+            chainRef=chain_ref,
+        )
+
+    def _transfer(self, key: PrivateKey, asset: Asset) -> SignedCommand:
+        other = self.rng.choice([k for k in self.keys[:8] if k is not key] or self.keys).address
+        amount = self._move(self.available, (key.address, asset), self.available, (other, asset))
+        return self._signed(key, "Transfer", to=other, asset=asset, amount=amount, memo="sim")
+
+    def _escrow_lock(self, key: PrivateKey, asset: Asset) -> SignedCommand:
+        job = f"job-{self.rng.randrange(50)}"
+        amount = self._move(
+            self.available, (key.address, asset), self.escrow, (key.address, asset, job)
+        )
+        return self._signed(key, "EscrowLock", job=job, asset=asset, amount=amount)
+
+    def _escrow_release(self, key: PrivateKey, asset: Asset) -> SignedCommand | None:
+        held = [k for k, v in self.escrow.items() if v > 0]
+        if not held:
+            return None
+        payer, escrow_asset, job = where = self.rng.choice(held)
+        provider = self.rng.choice(self.keys).address
+        total = self._move(self.escrow, where, {}, None)
+        fee = total // 20
+        if self._last_ok:
+            _add(self.available, (provider, escrow_asset), total - fee)
+        payouts = [{"account": provider, "amount": total - fee}]
+        return self._signed(
+            self.operator,
+            "EscrowRelease",
+            payer=payer,
+            job=job,
+            asset=escrow_asset,
+            payouts=payouts,
+            fee=fee,
+        )
+
+    def _escrow_refund(self, key: PrivateKey, asset: Asset) -> SignedCommand | None:
+        held = [k for k, v in self.escrow.items() if v > 0]
+        if not held:
+            return None
+        payer, escrow_asset, job = where = self.rng.choice(held)
+        amount = self._move(self.escrow, where, self.available, (payer, escrow_asset))
+        return self._signed(
+            self.operator, "EscrowRefund", payer=payer, job=job, asset=escrow_asset, amount=amount
+        )
+
+    def _stake(self, key: PrivateKey, asset: Asset) -> SignedCommand:
+        amount = self._move(self.available, (key.address, asset), self.stake, (key.address, asset))
+        return self._signed(key, "Stake", asset=asset, amount=amount)
+
+    def _unstake(self, key: PrivateKey, asset: Asset) -> SignedCommand | None:
+        if self.stake.get((key.address, asset), 0) <= 0:
+            return None
+        amount = self._move(self.stake, (key.address, asset), self.available, (key.address, asset))
+        return self._signed(key, "Unstake", asset=asset, amount=amount)
+
+    def _slash(self, key: PrivateKey, asset: Asset) -> SignedCommand | None:
+        if self.stake.get((key.address, asset), 0) <= 0:
+            return None
+        beneficiary = self.rng.choice([k for k in self.keys if k is not key] or self.keys).address
+        amount = self._move(self.stake, (key.address, asset), {}, None)
+        bounty = amount // 2 if beneficiary != key.address else 0
+        if self._last_ok:
+            _add(self.available, (beneficiary, asset), bounty)
+        return self._signed(
+            self.operator,
+            "Slash",
+            account=key.address,
+            asset=asset,
+            amount=amount,
+            beneficiary=beneficiary,
+            bounty=bounty,
+            reason="sim: failed verification",
+        )
+
+    def _fee(self, key: PrivateKey, asset: Asset) -> SignedCommand:
+        amount = self._move(self.available, (key.address, asset), {}, None, cap=10**asset.decimals)
+        return self._signed(
+            self.operator,
+            "Fee",
+            account=key.address,
+            asset=asset,
+            amount=amount,
+            reason="sim: service fee",
+        )
+
+    def _withdrawal_request(self, key: PrivateKey, asset: Asset) -> SignedCommand:
+        amount = self._move(
+            self.available, (key.address, asset), self.pending, (key.address, asset)
+        )
+        return self._signed(key, "WithdrawalRequest", asset=asset, amount=amount)
+
+    def _withdrawal_finalize(self, key: PrivateKey, asset: Asset) -> SignedCommand | None:
+        if self.pending.get((key.address, asset), 0) <= 0:
+            return None
+        amount = self._move(self.pending, (key.address, asset), {}, None)
+        chain_ref = f"{self.chain_id}:0x{self.rng.getrandbits(256):064x}:1"
+        return self._signed(
+            self.operator,
+            "WithdrawalFinalize",
+            account=key.address,
+            asset=asset,
+            amount=amount,
+            chainRef=chain_ref,
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+
     def _move(
-        src: dict[Any, int], src_key: Any, dst: dict[Any, int], dst_key: Any, amount: int, have: int
-    ) -> None:
-        # Mirror only what the ledger will accept, so the shadow never drifts.
-        if amount <= have:
-            src[src_key] = have - amount
-            dst[dst_key] = dst.get(dst_key, 0) + amount
+        self,
+        source: dict[Any, int],
+        source_key: Any,
+        target: dict[Any, int],
+        target_key: Any,
+        *,
+        cap: int | None = None,
+    ) -> int:
+        """Pick an amount to take from `source_key` (now and then one too many, to be
+        refused) and mirror it into the shadow only if the ledger will accept it."""
+        have = source.get(source_key, 0)
+        limit = have if cap is None else min(have, cap)
+        if limit <= 0 or self.rng.random() < refusal_share:
+            amount = have + 1 + self.rng.randrange(10**6)
+        else:
+            amount = self.rng.randint(1, limit)
+        self._last_ok = amount <= have
+        if self._last_ok:
+            source[source_key] = have - amount
+            if target_key is not None:
+                _add(target, target_key, amount)
+        return amount
+
+    def _signed(self, key: PrivateKey, kind: str, **fields: Any) -> SignedCommand:
+        self._counter += 1
+        message = {k: v.value if isinstance(v, Asset) else v for k, v in fields.items()}
+        message["clientId"] = f"sim-{self._run}-{self._counter}"
+        message["nonce"] = self.rng.getrandbits(64)
+        message["expiry"] = int(time.time()) + 3600
+        return self.sign(key, kind, self.chain_id, message)
+
+
+def _add(book: dict[Any, int], key: Any, amount: int) -> None:
+    book[key] = book.get(key, 0) + amount
 
 
 def run(

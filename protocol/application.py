@@ -37,7 +37,6 @@ from protocol.keys import parse_address
 from protocol.ledger import (
     SYSTEM_ACCOUNTS,
     Account,
-    Leg,
     account_id,
     group_by_account,
     namespaced_id,
@@ -430,5 +429,3 @@ def _backoff(attempt: int) -> None:
     # Jittered, growing sleeps keep two losers from colliding again in lockstep.
     time.sleep(random.uniform(0, 0.0005 * (1 + min(attempt, 20))))
 
-
-__all__ = ["Account", "CommandResult", "Genesis", "Leg", "Network", "NonceUse", "Receipt"]
