@@ -12,11 +12,11 @@ export PYTHONDONTWRITEBYTECODE := 1
 setup: $(STAMP)
 
 # Reinstall whenever pyproject.toml changes, so a pin bump reaches every checkout.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Setting up $(VENV) (first run installs torch, numba and web3: a minute or two)..."
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
