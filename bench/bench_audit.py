@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from protocol.application import Network
 from protocol.audit import Replayer, audit_lines, read_lines
 from protocol.keys import PrivateKey
 from protocol.log import EventLog, export_line, sign_tree_head, split_export_line, tree_head_line
+from protocol.storage import sqlite_storage
 
 CHAIN_ID = 31337
 OUT = Path(__file__).resolve().parent / "out"
@@ -38,7 +40,9 @@ events_per_command_guess = 3.8
 def make_export(path: Path, events: int) -> None:
     """Run the simulated workload until the log holds at least `events` events, export it."""
     operator = PrivateKey.from_bytes((0xB1AC7).to_bytes(32, "big"))
-    app = Network()
+    # SQLite, not the in-memory store: eventsourcing's in-memory recorder scans an
+    # aggregate's whole history on every read, which makes a long run quadratic.
+    app = Network(sqlite_storage(Path(tempfile.mkdtemp(prefix="bt-audit-gen-"))))
     app.initialize(CHAIN_ID, operator.address)
     workload = simulate.Workload(operator, CHAIN_ID, 200, seed=7, signer=FastSigner())
     log = EventLog(app)
@@ -46,7 +50,7 @@ def make_export(path: Path, events: int) -> None:
     simulate.run(app, workload, 0, batch=256)
     while log.sync() < events:
         missing = events - log.size
-        count = max(256, int(missing / events_per_command_guess))
+        count = max(256, min(20_000, int(missing / events_per_command_guess)))
         simulate.run(app, workload, count, batch=256, fund=False)
         say(f"# generating: {log.size:,}/{events:,} events ({time.perf_counter() - started:.0f} s)")
     partial = path.with_suffix(".partial")
