@@ -407,6 +407,8 @@ def audit_lines(
         chunk: list[bytes] = []
         chunk_first = 0
         for position, line in enumerate(lines):
+            if errors:
+                break  # A worker found an earlier bad line: nothing later can come first.
             if tree_head_data is not None:
                 errors.append(AuditFailure(position, "a line after the tree head"))
                 break
