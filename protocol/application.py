@@ -428,4 +428,3 @@ def _now(now: int | None) -> int:
 def _backoff(attempt: int) -> None:
     # Jittered, growing sleeps keep two losers from colliding again in lockstep.
     time.sleep(random.uniform(0, 0.0005 * (1 + min(attempt, 20))))
-
