@@ -371,3 +371,14 @@ def test_event_forged_into_the_store_is_refused_on_read_and_by_the_audit(
         reopened.close()
     report = audit_lines(lines, workers=0, require_tree_head=False)
     assert report.error is not None and report.error.position == len(lines) - 1
+
+
+@pytest.mark.parametrize("type_name", ["Account.Event", "Account.Created", "Receipt.Created"])
+def test_event_types_the_domain_never_emits_are_refused(
+    exported: list[bytes], type_name: str
+) -> None:
+    """A line naming one of eventsourcing's base event classes fails at that line."""
+    victim = position_of(exported, "Account.Posted", 2)
+    exported[victim] = rewrite(exported[victim], lambda e: e.__setitem__("type", type_name))
+    report = audit_lines(exported, workers=0)
+    assert report.error is not None and report.error.position == victim
