@@ -56,6 +56,10 @@ for _aggregate, _name in LOG_EVENT_TYPES:
     if "originator_topic" in getattr(_value, "__dataclass_fields__", {}):
         _CREATED_TOPICS[_type_name] = get_topic(_aggregate)
 
+# The stored topics of those classes: the mapper resolves a stored topic by importing it,
+# so a topic is checked against this list before a stored event is ever mapped.
+STORED_TOPICS = frozenset(get_topic(cls) for cls in EVENT_TYPES.values())
+
 # Fields every stored event has that the leaf carries outside `data`.
 ENVELOPE_FIELDS = ("originator_id", "originator_version", "timestamp", "originator_topic")
 page_events_max = 1000
@@ -148,6 +152,11 @@ class EventLog:
                 after_id, page_events_max, inclusive_of_start=False
             )
             for notification in page:
+                if notification.topic not in STORED_TOPICS:
+                    raise InvalidInput(
+                        f"log position {index}: stored topic {notification.topic!r} is not a "
+                        "ledger event; refusing to resolve it"
+                    )
                 event = self.app.mapper.to_domain_event(notification)
                 yield notification.id, leaf_object(index, event)
                 index += 1

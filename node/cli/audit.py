@@ -18,6 +18,7 @@ from node.cli.common import (
 )
 from protocol.assets import Asset, to_display
 from protocol.audit import AuditReport, audit_lines, read_lines
+from protocol.errors import ProtocolError
 from protocol.log import EventLog, export_line
 from protocol.storage import LEDGER_FILE
 
@@ -65,7 +66,10 @@ def audit(
             )
         log = EventLog(open_network(data_dir, dsn))
         lines = (export_line(leaf)[0] for leaf in log.leaves())
-        report = audit_lines(lines, workers=workers, require_tree_head=False)
+        try:
+            report = audit_lines(lines, workers=workers, require_tree_head=False)
+        except ProtocolError as error:
+            raise click.ClickException(f"AUDIT FAILED reading the store: {error}") from None
     if as_json:
         emit_json(report.to_json())
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from protocol import canonical, merkle
 from protocol.application import Network
 from protocol.audit import audit_lines
-from protocol.errors import LedgerCorrupted
+from protocol.errors import InvalidInput, LedgerCorrupted
 from protocol.keys import PrivateKey
 from protocol.ledger import Account
 from protocol.log import EventLog, export_line, sign_tree_head, tree_head_line
@@ -382,3 +383,21 @@ def test_event_types_the_domain_never_emits_are_refused(
     exported[victim] = rewrite(exported[victim], lambda e: e.__setitem__("type", type_name))
     report = audit_lines(exported, workers=0)
     assert report.error is not None and report.error.position == victim
+
+
+def test_stored_event_with_a_foreign_topic_is_never_resolved(
+    network: Network, operator: PrivateKey, alice: PrivateKey
+) -> None:
+    """Reading the log refuses a stored topic that is not a ledger event rather than import it."""
+    from eventsourcing.persistence import StoredEvent
+
+    deposit(network, operator, alice.address, 1)
+    hostile = StoredEvent(
+        originator_id=uuid.uuid4(),
+        originator_version=1,
+        topic="os:system",
+        state=b'{"command":"true"}',
+    )
+    network.recorder.insert_events([hostile])
+    with pytest.raises(InvalidInput, match="os:system"):
+        list(EventLog(network).leaves())
