@@ -272,8 +272,9 @@ class Network(Application[UUID]):
 
     def submit(self, command: SignedCommand, *, now: int | None = None) -> CommandResult:
         """Verify and apply one signed command, atomically; retry lost races."""
-        verified = verify_command(command, self.chain_id)
-        moment = _now(now)
+        return self._submit_verified(verify_command(command, self.chain_id), _now(now))
+
+    def _submit_verified(self, verified: VerifiedCommand, moment: int) -> CommandResult:
         for attempt in range(conflict_retries_max):
             staging = _Staging(self)
             try:
@@ -303,7 +304,7 @@ class Network(Application[UUID]):
     def submit_many(
         self, commands: Sequence[SignedCommand], *, now: int | None = None
     ) -> list[CommandResult | ProtocolError]:
-        """Apply many commands in one transaction (group commit).
+        """Verify and apply many commands in one transaction (group commit).
 
         Each command is checked and applied in order on the batch's state; a command that
         fails is reported in its slot and changes nothing. If the batch loses a race (or
@@ -312,28 +313,36 @@ class Network(Application[UUID]):
         """
         if len(commands) > batch_commands_max:
             raise InvalidInput(f"batch of {len(commands)} commands exceeds {batch_commands_max}")
-        moment = _now(now)
-        results: list[CommandResult | ProtocolError] = []
-        staging = _Staging(self)
+        verified: list[VerifiedCommand | ProtocolError] = []
         for command in commands:
             try:
-                verified = verify_command(command, self.chain_id)
+                verified.append(verify_command(command, self.chain_id))
             except ProtocolError as error:
-                results.append(error)
+                verified.append(error)
+        return self._submit_verified_many(verified, _now(now))
+
+    def _submit_verified_many(
+        self, items: Sequence[VerifiedCommand | ProtocolError], moment: int
+    ) -> list[CommandResult | ProtocolError]:
+        results: list[CommandResult | ProtocolError] = []
+        staging = _Staging(self)
+        for item in items:
+            if isinstance(item, ProtocolError):
+                results.append(item)
                 continue
             try:
-                results.append(self._stage(staging, verified, moment))
+                results.append(self._stage(staging, item, moment))
             except ProtocolError as error:
-                prior = self._prior_result(verified)
+                prior = self._prior_result(item)
                 results.append(error if prior is None else prior)
         try:
             if staging.events:
                 self.save(*staging.events)
         except IntegrityError:
-            for i, command in enumerate(commands):
-                if isinstance(results[i], CommandResult):
+            for i, item in enumerate(items):
+                if isinstance(results[i], CommandResult) and isinstance(item, VerifiedCommand):
                     try:
-                        results[i] = self.submit(command, now=moment)
+                        results[i] = self._submit_verified(item, moment)
                     except ProtocolError as error:
                         results[i] = error
         return results
