@@ -50,7 +50,8 @@ def parse_amount(value: object, field: str = "amount", *, allow_zero: bool = Fal
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise InvalidInput(f"{field}: expected an integer of base units", field=field)
     if isinstance(value, str):
-        if not value.isdigit() or len(value) > 78:
+        # isascii: str.isdigit also accepts other scripts' digits ("١٢"), which int() reads.
+        if not (value.isascii() and value.isdigit()) or len(value) > 78:
             raise InvalidInput(f"{field}: {value!r} is not a decimal integer", field=field)
         value = int(value)
     if value < 0 or value > amount_max or (value == 0 and not allow_zero):

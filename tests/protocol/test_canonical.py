@@ -113,7 +113,7 @@ def test_amounts_finer_than_a_base_unit_or_negative_are_refused(display: str) ->
         to_base_units(display, Asset.USD)
 
 
-@pytest.mark.parametrize("value", [True, 1.0, "1.5", "-3", "", 2**256, "9" * 79])
+@pytest.mark.parametrize("value", [True, 1.0, "1.5", "-3", "", 2**256, "9" * 79, "\u0661\u0662"])
 def test_malformed_base_unit_amounts_are_refused(value: object) -> None:
     """Booleans, floats, fractions, negatives and out-of-range amounts are refused."""
     with pytest.raises(InvalidInput):
