@@ -28,7 +28,7 @@ from protocol import canonical
 from protocol.application import Network
 from protocol.audit import Replayer, audit_lines, read_lines
 from protocol.keys import PrivateKey
-from protocol.log import EventLog, export_line, sign_tree_head, split_export_line, tree_head_line
+from protocol.log import EventLog, split_export_line, write_export
 from protocol.storage import sqlite_storage
 
 CHAIN_ID = 31337
@@ -55,17 +55,7 @@ def make_export(path: Path, events: int) -> None:
         say(f"# generating: {log.size:,}/{events:,} events ({time.perf_counter() - started:.0f} s)")
     partial = path.with_suffix(".partial")
     with partial.open("wb") as handle:
-        written = 0
-        accumulator_log = EventLog(app)
-        for leaf in accumulator_log.leaves():
-            line, digest = export_line(leaf)
-            accumulator_log.accumulator.append_hash(digest)
-            handle.write(line + b"\n")
-            written += 1
-        head = sign_tree_head(
-            operator, CHAIN_ID, written, accumulator_log.root(), int(time.time() * 1000)
-        )
-        handle.write(tree_head_line(head) + b"\n")
+        write_export(app, operator, handle)
     partial.rename(path)
 
 

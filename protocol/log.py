@@ -12,10 +12,11 @@ first line out of place.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -23,7 +24,7 @@ from eventsourcing.domain import Aggregate, AggregateEvent, DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from protocol import canonical, merkle
-from protocol.application import Genesis, NonceUse, Receipt
+from protocol.application import Genesis, Network, NonceUse, Receipt
 from protocol.commands import DOMAIN_NAME, DOMAIN_VERSION
 from protocol.eip712 import hash_typed_data
 from protocol.errors import InvalidInput
@@ -164,6 +165,11 @@ class EventLog:
             if len(page) < page_events_max:
                 return
 
+    def lines(self) -> Iterator[bytes]:
+        """The export lines of every event, read from the store (without a tree head)."""
+        for leaf in self.leaves():
+            yield export_line(leaf)[0]
+
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         size = self.size if size is None else size
         return merkle.inclusion_proof_from_hashes(index, self.leaf_hashes[:size])
@@ -284,6 +290,33 @@ def split_export_line(line: bytes) -> tuple[bytes, str] | None:
 
 def tree_head_line(head: SignedTreeHead) -> bytes:
     return canonical.encode({"tree_head": head.to_json()})
+
+
+class Writable(Protocol):
+    """Anything bytes can be written to: a file, a pipe, an in-memory buffer."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+def write_export(
+    app: Network,
+    key: PrivateKey,
+    handle: Writable,
+    progress: Callable[[int], None] | None = None,
+) -> SignedTreeHead:
+    """Write every event's line, then the tree head `key` signs over exactly those events;
+    `progress` is told the number of lines written every thousand lines."""
+    accumulator = merkle.MerkleAccumulator()
+    for leaf in EventLog(app).leaves():
+        line, digest = export_line(leaf)
+        accumulator.append_hash(digest)
+        handle.write(line + b"\n")
+        if progress is not None and accumulator.size % 1000 == 0:
+            progress(accumulator.size)
+    root = accumulator.root()
+    head = sign_tree_head(key, app.chain_id, accumulator.size, root, int(time.time() * 1000))
+    handle.write(tree_head_line(head) + b"\n")
+    return head
 
 
 def _hex_bytes(value: object, length: int) -> bytes:

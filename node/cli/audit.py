@@ -19,7 +19,7 @@ from node.cli.common import (
 from protocol.assets import Asset, to_display
 from protocol.audit import AuditReport, audit_lines, read_lines
 from protocol.errors import ProtocolError
-from protocol.log import EventLog, export_line
+from protocol.log import EventLog
 from protocol.storage import LEDGER_FILE
 
 
@@ -65,7 +65,7 @@ def audit(
                 f"no export file given and no store at {data_dir / LEDGER_FILE}"
             )
         log = EventLog(open_network(data_dir, dsn))
-        lines = (export_line(leaf)[0] for leaf in log.leaves())
+        lines = log.lines()
         try:
             report = audit_lines(lines, workers=workers, require_tree_head=False)
         except ProtocolError as error:

@@ -21,7 +21,7 @@ from node.cli.common import DEFAULT_CHAIN_ID, console, open_network, out
 from node.cli.ledger import ensure_initialized
 from protocol.assets import Asset
 from protocol.audit import audit_lines, read_lines
-from protocol.log import EventLog, export_line, sign_tree_head, tree_head_line
+from protocol.log import write_export
 
 
 @click.command()
@@ -68,17 +68,11 @@ def demo(data_dir: Path | None, accounts: int, operations: int) -> None:
         f"{refused:,} refused and left no trace ({dict(report.refused)})"
     )
 
-    log = EventLog(app)
     export_path = data_dir / "events.jsonl"
     with export_path.open("wb") as handle:
-        for leaf in log.leaves():
-            line, digest = export_line(leaf)
-            log.accumulator.append_hash(digest)
-            handle.write(line + b"\n")
-        head = sign_tree_head(key, app.chain_id, log.size, log.root(), int(time.time() * 1000))
-        handle.write(tree_head_line(head) + b"\n")
+        head = write_export(app, key, handle)
     out.print(
-        f"3. exported {log.size:,} events to {export_path}, "
+        f"3. exported {head.size:,} events to {export_path}, "
         f"signed tree root 0x{head.root.hex()[:16]}..."
     )
 

@@ -17,7 +17,7 @@ from node.cli.common import (
     store_options,
 )
 from protocol.application import NotInitialized
-from protocol.log import EventLog, export_line, sign_tree_head, tree_head_line
+from protocol.log import write_export
 
 
 @click.group("log")
@@ -43,15 +43,14 @@ def export(data_dir: Path, dsn: str | None, out_path: Path, as_json: bool) -> No
     """
     app = open_network(data_dir, dsn)
     try:
-        chain_id = app.chain_id
+        operator = app.operator
     except NotInitialized as error:
         raise click.ClickException(str(error)) from None
     key = operator_key(data_dir, create=False)
-    if key.address != app.operator:
+    if key.address != operator:
         raise click.ClickException(
-            f"the key in {data_dir} is {key.address}, the store's operator is {app.operator}"
+            f"the key in {data_dir} is {key.address}, the store's operator is {operator}"
         )
-    log = EventLog(app)
     started = time.perf_counter()
     stream = click.open_file(str(out_path), "wb", atomic=str(out_path) != "-")
     with (
@@ -65,15 +64,8 @@ def export(data_dir: Path, dsn: str | None, out_path: Path, as_json: bool) -> No
         ) as bar,
     ):
         task = bar.add_task("events", total=None)
-        for leaf in log.leaves():
-            line, digest = export_line(leaf)
-            handle.write(line + b"\n")
-            log.accumulator.append_hash(digest)
-            if leaf["index"] % 1000 == 0:
-                bar.update(task, completed=leaf["index"] + 1)
-        head = sign_tree_head(key, chain_id, log.size, log.root(), int(time.time() * 1000))
-        handle.write(tree_head_line(head) + b"\n")
-        bar.update(task, completed=log.size, total=log.size)
+        head = write_export(app, key, handle, lambda done: bar.update(task, completed=done))
+        bar.update(task, completed=head.size, total=head.size)
     facts = {
         "events": head.size,
         "root": "0x" + head.root.hex(),

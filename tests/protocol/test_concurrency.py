@@ -18,7 +18,7 @@ from protocol.audit import audit_lines
 from protocol.commands import SignedCommand
 from protocol.errors import InsufficientFunds
 from protocol.keys import PrivateKey
-from protocol.log import EventLog, export_line
+from protocol.log import EventLog
 from protocol.storage import Storage, postgres_storage
 from tests.protocol.conftest import Sign, deposit
 
@@ -50,7 +50,7 @@ def outcome(results: list[object]) -> Counter[str]:
 def assert_store_audits(storage: Storage) -> None:
     app = Network(storage)
     try:
-        lines = [export_line(leaf)[0] for leaf in EventLog(app).leaves()]
+        lines = list(EventLog(app).lines())
     finally:
         app.close()
     report = audit_lines(lines, workers=0, require_tree_head=False)

@@ -14,7 +14,7 @@ from protocol.audit import Replayer, audit_lines
 from protocol.commands import KINDS
 from protocol.errors import InsufficientFunds, InvalidInput, UnbalancedPosting
 from protocol.ledger import AVAILABLE, RESERVE, Account, check_balanced, credit, debit
-from protocol.log import EventLog, export_line, split_export_line
+from protocol.log import EventLog, split_export_line
 from tests.protocol.conftest import CHAIN_ID, key_from_int
 
 OPERATOR = key_from_int(0xB1AC7)
@@ -22,7 +22,7 @@ OPERATOR = key_from_int(0xB1AC7)
 
 def replay(app: Network) -> tuple[bool, str, dict[str, dict[str, int]]]:
     """Audit the store's log, and replay it once more to read the replayed balances."""
-    lines = [export_line(leaf)[0] for leaf in EventLog(app).leaves()]
+    lines = list(EventLog(app).lines())
     report = audit_lines(lines, workers=0, require_tree_head=False)
     replayer = Replayer()
     for line in lines:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +18,7 @@ from protocol.audit import audit_lines
 from protocol.errors import InvalidInput, LedgerCorrupted
 from protocol.keys import PrivateKey
 from protocol.ledger import Account
-from protocol.log import EventLog, export_line, sign_tree_head, tree_head_line
+from protocol.log import EventLog, export_line, sign_tree_head, tree_head_line, write_export
 from protocol.storage import Storage
 from tests.protocol.conftest import CHAIN_ID, Sign, deposit, key_from_int
 
@@ -68,14 +68,9 @@ def build_history(
 
 
 def export(app: Network, operator: PrivateKey) -> list[bytes]:
-    log = EventLog(app)
-    lines = []
-    for leaf in log.leaves():
-        line, digest = export_line(leaf)
-        log.accumulator.append_hash(digest)
-        lines.append(line)
-    head = sign_tree_head(operator, CHAIN_ID, log.size, log.root(), int(time.time() * 1000))
-    return [*lines, tree_head_line(head)]
+    handle = io.BytesIO()
+    write_export(app, operator, handle)
+    return handle.getvalue().splitlines()
 
 
 @pytest.fixture
@@ -367,7 +362,7 @@ def test_event_forged_into_the_store_is_refused_on_read_and_by_the_audit(
     try:
         with pytest.raises(LedgerCorrupted):
             reopened.balance(alice.address, "BLACK")
-        lines = [export_line(leaf)[0] for leaf in EventLog(reopened).leaves()]
+        lines = list(EventLog(reopened).lines())
     finally:
         reopened.close()
     report = audit_lines(lines, workers=0, require_tree_head=False)
