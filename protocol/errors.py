@@ -110,3 +110,35 @@ class AuditFailure(ProtocolError):
         super().__init__(f"position {position}: {reason}")
         self.position = position
         self.reason = reason
+
+
+class NotFound(ProtocolError, LookupError):
+    """A command or query names something that does not exist (a job, a lease, a provider)."""
+
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(f"no {what} {key}")
+        self.what = what
+        self.key = key
+
+
+class InvalidTransition(ProtocolError, ValueError):
+    """A well-formed command that the current state does not allow: cancelling a completed
+    job, leasing from a job with nothing queued, a verdict from a verifier not assigned."""
+
+    def __init__(self, message: str, *, entity: str | None = None, state: str | None = None) -> None:
+        super().__init__(message)
+        self.entity = entity
+        self.state = state
+
+
+class LeaseExpired(InvalidTransition):
+    """A lease's deadline has passed (or it was closed): its holder's heartbeat or late
+    result is refused, and the segment goes back to the queue."""
+
+    def __init__(self, lease: str, deadline: int, now: int) -> None:
+        super().__init__(
+            f"lease {lease} expired at {deadline}, it is now {now}", entity="lease", state="expired"
+        )
+        self.lease = lease
+        self.deadline = deadline
+        self.now = now
