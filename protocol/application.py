@@ -16,7 +16,7 @@ import functools
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -26,22 +26,28 @@ from eventsourcing.persistence import IntegrityError
 
 from protocol.assets import Asset
 from protocol.commands import SignedCommand, VerifiedCommand, verify_command
+from protocol.compute import ComputeParams, Context, decide
 from protocol.errors import (
     CommandExpired,
     IdempotencyConflict,
     InvalidInput,
+    InvalidTransition,
     NonceReplayed,
     ProtocolError,
 )
+from protocol.jobspec import JobSpec
 from protocol.keys import parse_address
 from protocol.ledger import (
     SYSTEM_ACCOUNTS,
     Account,
+    Leg,
     account_id,
+    check_balanced,
     group_by_account,
     namespaced_id,
     next_balances,
 )
+from protocol.participants import Provider, Verifier, provider_id, verifier_id
 from protocol.storage import Storage, memory_storage
 
 PROTOCOL_VERSION = "1"
@@ -108,6 +114,7 @@ class Receipt(Aggregate):
         signature: str,
         payload_digest: str,
         legs: list[list[Any]],
+        outcome: dict[str, Any],
     ) -> None:
         self.signer = signer
         self.client_id = client_id
@@ -117,10 +124,19 @@ class Receipt(Aggregate):
         self.signature = signature
         self.payload_digest = payload_digest
         self.legs = legs
+        # What a compute command did (the job, lease or commitment it made, the amounts
+        # it moved): recorded so that a retry gets the same answer.
+        self.outcome = outcome
 
     def result(self, *, duplicate: bool = False) -> CommandResult:
         return CommandResult(
-            str(self.id), self.kind, self.signer, self.client_id, self.legs, duplicate
+            str(self.id),
+            self.kind,
+            self.signer,
+            self.client_id,
+            self.legs,
+            duplicate,
+            self.outcome,
         )
 
 
@@ -151,6 +167,13 @@ def nonce_id(signer: str, nonce: int) -> UUID:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandContext:
+    """What a command carries beside its signed message (a SubmitJob's spec)."""
+
+    spec: JobSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommandResult:
     """What a command returns; a retry with the same client id returns the same facts."""
 
@@ -160,6 +183,7 @@ class CommandResult:
     client_id: str
     legs: list[list[Any]]
     duplicate: bool = False
+    outcome: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -168,6 +192,7 @@ class CommandResult:
             "signer": self.signer,
             "client_id": self.client_id,
             "legs": self.legs,
+            "outcome": self.outcome,
         }
 
 
@@ -218,10 +243,12 @@ class Network(Application[UUID]):
         "AGGREGATE_CACHE_FASTFORWARD": "y",
     }
 
-    def __init__(self, storage: Storage | None = None) -> None:
+    def __init__(self, storage: Storage | None = None, params: ComputeParams | None = None) -> None:
         self.storage = storage or memory_storage()
         super().__init__(env=self.storage.env)
+        self.params = params or ComputeParams()
         self._genesis: Genesis | None = None
+        self._event_log: Any = None
 
     # -- identity ---------------------------------------------------------------------
 
@@ -270,15 +297,30 @@ class Network(Application[UUID]):
 
     # -- commands ---------------------------------------------------------------------
 
-    def submit(self, command: SignedCommand, *, now: int | None = None) -> CommandResult:
-        """Verify and apply one signed command, atomically; retry lost races."""
-        return self._submit_verified(verify_command(command, self.chain_id), _now(now))
+    def submit(
+        self,
+        command: SignedCommand,
+        *,
+        now: int | None = None,
+        context: CommandContext | None = None,
+    ) -> CommandResult:
+        """Verify and apply one signed command, atomically; retry lost races.
 
-    def _submit_verified(self, verified: VerifiedCommand, moment: int) -> CommandResult:
+        `context` carries what a compute command needs beside its signed message: the
+        job spec of a SubmitJob (whose digest the message signs).
+        """
+        return self._submit_verified(
+            verify_command(command, self.chain_id), _now(now), context or CommandContext()
+        )
+
+    def _submit_verified(
+        self, verified: VerifiedCommand, moment: int, context: CommandContext | None = None
+    ) -> CommandResult:
+        context = context or CommandContext()
         for attempt in range(conflict_retries_max):
             staging = _Staging(self)
             try:
-                result = self._stage(staging, verified, moment)
+                result = self._stage(staging, verified, moment, context)
                 self.save(*staging.events)
                 return result
             except IntegrityError:
@@ -347,7 +389,13 @@ class Network(Application[UUID]):
                         results[i] = error
         return results
 
-    def _stage(self, staging: _Staging, command: VerifiedCommand, now: int) -> CommandResult:
+    def _stage(
+        self,
+        staging: _Staging,
+        command: VerifiedCommand,
+        now: int,
+        context: CommandContext | None = None,
+    ) -> CommandResult:
         """Check one verified command against state and stage its events.
 
         Nothing is triggered until every check has passed, so a refused command leaves the
@@ -372,10 +420,29 @@ class Network(Application[UUID]):
             raise NonceReplayed(signer, command.nonce)
         if signer in SYSTEM_ACCOUNTS or (command.kind.operator_only and signer != self.operator):
             raise Unauthorized(signer, command.kind.name)
-        grouped = group_by_account(command.legs)
+        legs: tuple[Leg, ...] | list[Leg] = command.legs
+        apply_compute = None
+        outcome: dict[str, Any] = {}
+        if command.kind.computed:
+            decision = decide(
+                Context(
+                    staging,
+                    now,
+                    self.params,
+                    self.beacon,
+                    spec=(context or CommandContext()).spec,
+                ),
+                command,
+            )
+            legs, apply_compute, outcome = decision.legs, decision.apply, decision.outcome
+            if legs:
+                check_balanced(legs)
+        elif command.kind.name == "Unstake":
+            self._check_unbonded_roles(staging, signer)
+        grouped = group_by_account(legs)
         accounts = [(staging.account(name), legs) for name, legs in grouped.items()]
-        for account, legs in accounts:
-            next_balances(account.name, account.balances, legs)
+        for account, account_legs in accounts:
+            next_balances(account.name, account.balances, account_legs)
         receipt = Receipt(
             signer=signer,
             client_id=command.client_id,
@@ -384,17 +451,57 @@ class Network(Application[UUID]):
             message=command.message,
             signature="0x" + command.signature.hex(),
             payload_digest=command.payload_digest,
-            legs=[leg.to_json() for leg in command.legs],
+            legs=[leg.to_json() for leg in legs],
+            outcome=outcome,
         )
         nonce = NonceUse(signer=signer, nonce=command.nonce, client_id=command.client_id)
         staging.receipts[receipt.id] = receipt
         staging.nonces.add(nonce.id)
         staging.add(receipt)
         staging.add(nonce)
-        for account, legs in accounts:
-            account.post(str(receipt.id), legs)
+        for account, account_legs in accounts:
+            account.post(str(receipt.id), account_legs)
             staging.add(account)
+        # Compute events come after the postings: an auditor closes a command's posting
+        # set at the first event that is not a posting.
+        if apply_compute is not None:
+            for aggregate in apply_compute():
+                staging.add(aggregate)
         return receipt.result()
+
+    def _check_unbonded_roles(self, staging: _Staging, signer: str) -> None:
+        # A provider's or verifier's stake backs its work: it leaves through Unbond, whose
+        # delay keeps it slashable, never through a plain Unstake.
+        if isinstance(staging.get(provider_id(signer)), Provider) or isinstance(
+            staging.get(verifier_id(signer)), Verifier
+        ):
+            raise InvalidTransition(
+                f"{signer} holds a compute role: its stake leaves through Unbond",
+                entity="stake",
+                state="bonded",
+            )
+
+    # -- compute reads --------------------------------------------------------------------
+
+    @property
+    def event_log(self) -> Any:
+        """This application's event log (protocol.log.EventLog), made on first use."""
+        if self._event_log is None:
+            from protocol.log import EventLog
+
+            self._event_log = EventLog(self)
+        return self._event_log
+
+    def beacon(self, commitment: str) -> bytes:
+        """The sampling beacon of a recorded commitment (specs/compute.md)."""
+        return bytes(self.event_log.beacon(UUID(commitment)))
+
+    def get(self, aggregate_id: UUID) -> Any:
+        """The current state of any aggregate, or None."""
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
 
     def _prior_result(self, command: VerifiedCommand) -> CommandResult | None:
         """The first result of a command with this signer and client id, if recorded;

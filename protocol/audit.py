@@ -37,8 +37,10 @@ from protocol.commands import (
 )
 from protocol.errors import AuditFailure, ProtocolError
 from protocol.keys import recover_address
-from protocol.ledger import RESERVE, Account, account_id, balance_key
+from protocol.ledger import RESERVE, Account, Leg, account_id, balance_key, check_balanced
 from protocol.log import (
+    COMPUTE_AGGREGATES,
+    CREATION_TYPES,
     ENVELOPE_FIELDS,
     EVENT_AGGREGATES,
     EVENT_TYPES,
@@ -50,7 +52,6 @@ from protocol.log import (
 chunk_lines = 2000
 _RECEIPT_MARK = b'"type":"Receipt.Accepted"'
 _NONCE_MARK = b'"type":"NonceUse.Used"'
-_CREATION_TYPES = frozenset({"Genesis.Created", "Account.Opened"})
 # The record types (created once, never changed) and the data fields each must have.
 _RECORD_TYPES = {
     name: frozenset(EVENT_TYPES[name].__dataclass_fields__) - frozenset(ENVELOPE_FIELDS)
@@ -168,9 +169,22 @@ def _check_receipt(leaf: dict[str, Any], operator: str, chain_id: int) -> None:
         raise ValueError(f"signature recovers to {recovered}, not the signer {command.signer}")
     if kind.operator_only and command.signer != operator:
         raise ValueError(f"{kind.name} signed by {command.signer}, who is not the operator")
-    legs = [leg.to_json() for leg in derive_legs(kind, command.signer, message)]
-    if legs != data["legs"]:
-        raise ValueError("recorded posting set differs from the one the signed message asks for")
+    if kind.computed:
+        # A compute command's posting set depends on the state it met; here it must at
+        # least be well formed and balanced (the replay checks that it was posted).
+        recorded = [Leg.from_json(leg) for leg in data["legs"]]
+        if recorded:
+            check_balanced(recorded)
+        if not isinstance(data["outcome"], dict):
+            raise ValueError("outcome is not an object")
+    else:
+        legs = [leg.to_json() for leg in derive_legs(kind, command.signer, message)]
+        if legs != data["legs"]:
+            raise ValueError(
+                "recorded posting set differs from the one the signed message asks for"
+            )
+        if data["outcome"] != {}:
+            raise ValueError("a ledger command records no outcome")
     if data["payload_digest"] != payload_digest(kind, chain_id, message):
         raise ValueError("payload digest differs from the signed message's")
     if data["client_id"] != message["clientId"]:
@@ -204,6 +218,9 @@ class Replayer:
         self._pending_id: str | None = None
         self._pending: dict[str, list[list[Any]]] = {}
         self._pending_nonce: tuple[str, int] | None = None
+        # Whether the latest receipt is a compute command's: only those change compute
+        # aggregates (providers, jobs, leases...), right after their postings.
+        self._compute_open = False
         # Ids of receipts and nonce records seen: each may be created only once.
         self._records: set[UUID] = set()
         self.deposits: dict[str, int] = {}
@@ -235,7 +252,7 @@ class Replayer:
             raise AuditFailure(index, str(error)) from None
         aggregate_id = event.originator_id
         current = self.aggregates.get(aggregate_id)
-        if current is None and type_name not in _CREATION_TYPES:
+        if current is None and type_name not in CREATION_TYPES:
             raise AuditFailure(index, f"{type_name} for {aggregate_id}, which does not exist")
         if current is not None and type(current) is not EVENT_AGGREGATES[leaf["type"]]:
             raise AuditFailure(index, f"{type_name} names a {type(current).__name__}")
@@ -264,6 +281,9 @@ class Replayer:
             if index != 0 or aggregate_id != Genesis.create_id():
                 raise AuditFailure(index, "a second or misplaced genesis record")
             self.genesis = aggregate
+        elif isinstance(aggregate, COMPUTE_AGGREGATES):
+            if not self._compute_open:
+                raise AuditFailure(index, f"{type_name} without a compute command before it")
         else:
             raise AuditFailure(index, f"event type {type_name} does not belong in the ledger log")
 
@@ -287,6 +307,7 @@ class Replayer:
                 self._pending_nonce = None
                 return
             self.commands += 1
+            self._compute_open = parse_kind(data["kind"]).computed
             self._pending_id = leaf["id"]
             self._pending = {}
             for leg in data["legs"]:

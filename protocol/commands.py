@@ -44,6 +44,15 @@ _CLIENT_ID = re.compile(r"[\x21-\x7e]{1,64}")
 text_chars_max = 256
 payouts_max = 16
 
+# Hex byte strings in commands (a loss trace) are bounded: 4 bytes per step of a segment
+# of at most `protocol.compute.segment_steps_commit_max` steps.
+hex_bytes_max = 4 * 65536
+samples_list_max = 65536
+_BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
+_HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID_FIELDS = frozenset({"job", "lease", "commitment", "dispute", "target"})
+
 _EIP712_DOMAIN = [
     {"name": "name", "type": "string"},
     {"name": "version", "type": "string"},
@@ -63,6 +72,9 @@ class CommandKind:
     operator_only: bool
     build_legs: LegBuilder
     description: str
+    # A compute command's posting set depends on the state it meets (a segment's price,
+    # a provider's stake), so it is decided by `protocol.compute`, not by `build_legs`.
+    computed: bool = False
 
     @property
     def all_fields(self) -> tuple[tuple[str, str], ...]:
@@ -178,7 +190,7 @@ def _withdrawal_finalize(signer: str, m: Mapping[str, Any]) -> list[Leg]:
 
 _A = ("asset", "string")
 _AMOUNT = ("amount", "uint256")
-KINDS: dict[str, CommandKind] = {
+LEDGER_KINDS: dict[str, CommandKind] = {
     k.name: k
     for k in (
         CommandKind(
@@ -265,6 +277,100 @@ KINDS: dict[str, CommandKind] = {
 }
 
 
+# uint256 fields that may be 0: a price of 0 is a free offer, a stake of 0 adds nothing.
+_ZERO_ALLOWED = frozenset({"nonce", "fee", "bounty", "priceBlack", "priceUsd", "stake"})
+
+
+def _computed(signer: str, m: Mapping[str, Any]) -> list[Leg]:
+    raise AssertionError("a compute command's legs come from protocol.compute")
+
+
+def _compute_kind(
+    name: str, fields: tuple[tuple[str, str], ...], description: str, *, operator_only: bool = False
+) -> CommandKind:
+    return CommandKind(name, fields, operator_only, _computed, description, computed=True)
+
+
+_ID_LEASE = ("lease", "string")
+# The compute protocol's commands (specs/compute.md). Their effects depend on the state
+# they meet, so `protocol.compute` decides them and the receipt records the outcome.
+COMPUTE_KINDS: dict[str, CommandKind] = {
+    k.name: k
+    for k in (
+        _compute_kind(
+            "RegisterProvider",
+            (
+                ("device", "string"),
+                ("gpus", "uint64"),
+                ("memoryMb", "uint64"),
+                ("benchmarkGflops", "uint64"),
+                ("priceBlack", "uint256"),
+                ("priceUsd", "uint256"),
+                ("stake", "uint256"),
+            ),
+            "register (or re-register) GPUs with prices per step, staking BLACK",
+        ),
+        _compute_kind(
+            "SetProviderStatus",
+            (("status", "string"),),
+            "pause or resume taking leases (active | paused)",
+        ),
+        _compute_kind(
+            "RegisterVerifier", (("stake", "uint256"),), "register as a verifier, staking BLACK"
+        ),
+        _compute_kind(
+            "Unbond", (_AMOUNT,), "start unbonding BLACK stake (slashable until released)"
+        ),
+        _compute_kind(
+            "WithdrawUnbonded", (), "move stake whose unbonding delay has passed to available"
+        ),
+        _compute_kind(
+            "SubmitJob",
+            (("specHash", "bytes32"),),
+            "submit a training job (the spec travels beside the command); escrows its budget",
+        ),
+        _compute_kind("CancelJob", (("job", "string"),), "cancel a job, refunding the unearned"),
+        _compute_kind("RequestLease", (("job", "string"),), "lease the job's next queued segment"),
+        _compute_kind("Heartbeat", (_ID_LEASE,), "extend a held lease's deadline"),
+        _compute_kind(
+            "Commit",
+            (
+                _ID_LEASE,
+                ("startCheckpoint", "bytes32"),
+                ("endCheckpoint", "bytes32"),
+                ("root", "bytes32"),
+                ("steps", "uint64"),
+                ("lossTrace", "bytes"),
+            ),
+            "commit a leased segment's result: checkpoints, step-state Merkle root, losses",
+        ),
+        _compute_kind(
+            "PostVerdict",
+            (
+                ("commitment", "string"),
+                ("accepted", "bool"),
+                ("samples", "uint32[]"),
+                ("failedStep", "uint64"),
+                ("reason", "string"),
+            ),
+            "the assigned verifier's verdict on a commitment's sampled steps",
+        ),
+        _compute_kind(
+            "RuleDispute",
+            (("dispute", "string"), ("fraud", "bool"), ("reason", "string")),
+            "the referee's ruling on a disputed commitment",
+        ),
+        _compute_kind(
+            "Sweep",
+            (("target", "string"), ("reason", "string")),
+            "expire what is overdue: a lease, a job, a verification (operator)",
+            operator_only=True,
+        ),
+    )
+}
+KINDS: dict[str, CommandKind] = {**LEDGER_KINDS, **COMPUTE_KINDS}
+
+
 def parse_kind(name: object) -> CommandKind:
     if not isinstance(name, str) or name not in KINDS:
         raise InvalidInput(f"kind: unknown command kind {name!r}", field="kind")
@@ -288,9 +394,36 @@ def _parse_value(kind_name: str, field: str, type_: str, value: Any) -> Any:
             raise InvalidInput(f"{path}: longer than {text_chars_max} characters", field=path)
         if field == "job":
             escrow_bucket(value)
+        elif field in _ID_FIELDS and not _ID.fullmatch(value):
+            raise InvalidInput(f"{path}: expected an id of 1-64 [A-Za-z0-9_-]", field=path)
         return value
+    if type_ == "bool":
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{path}: expected true or false", field=path)
+        return value
+    if type_ == "bytes32":
+        if not isinstance(value, str) or not _BYTES32.fullmatch(value):
+            raise InvalidInput(f"{path}: expected 0x and 32 bytes of hex", field=path)
+        return value.lower()
+    if type_ == "bytes":
+        if not isinstance(value, str) or not _HEX.fullmatch(value):
+            raise InvalidInput(f"{path}: expected 0x and whole bytes of hex", field=path)
+        if len(value) - 2 > 2 * hex_bytes_max:
+            raise InvalidInput(f"{path}: longer than {hex_bytes_max} bytes", field=path)
+        return value.lower()
+    if type_ == "uint32[]":
+        if not isinstance(value, list) or len(value) > samples_list_max:
+            raise InvalidInput(
+                f"{path}: expected a list of at most {samples_list_max} integers", field=path
+            )
+        numbers = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < 2**32:
+                raise InvalidInput(f"{path}[{i}]: expected an integer in 0 .. 2^32 - 1", field=path)
+            numbers.append(item)
+        return numbers
     if type_ == "uint256":
-        allow_zero = field in ("nonce", "fee", "bounty")
+        allow_zero = field in _ZERO_ALLOWED
         return parse_amount(value, path, allow_zero=allow_zero)
     if type_ == "uint64":
         number = parse_amount(value, path, allow_zero=True)
@@ -436,7 +569,10 @@ def payload_digest(kind: CommandKind, chain_id: int, message: Mapping[str, Any])
 
 
 def derive_legs(kind: CommandKind, signer: str, message: Mapping[str, Any]) -> tuple[Leg, ...]:
-    """The posting set `message` asks for, checked to balance."""
+    """The posting set `message` asks for, checked to balance; () for a compute command,
+    whose posting set the compute state machine decides."""
+    if kind.computed:
+        return ()
     legs = kind.build_legs(signer, message)
     check_balanced(legs)
     return tuple(legs)
@@ -470,6 +606,14 @@ def command_digest(kind: CommandKind, chain_id: int, message: Mapping[str, Any])
                     )
                 )
             )
+        elif type_ == "bytes32":
+            encoded.append(bytes.fromhex(value[2:]))
+        elif type_ == "bytes":
+            encoded.append(keccak256(bytes.fromhex(value[2:])))
+        elif type_ == "bool":
+            encoded.append(int(value).to_bytes(32, "big"))
+        elif type_ == "uint32[]":
+            encoded.append(keccak256(b"".join(n.to_bytes(32, "big") for n in value)))
         else:  # uint256 and uint64: parse_message has range-checked them.
             encoded.append(value.to_bytes(32, "big"))
     struct_hash = keccak256(b"".join(encoded))

@@ -125,7 +125,9 @@ class InvalidTransition(ProtocolError, ValueError):
     """A well-formed command that the current state does not allow: cancelling a completed
     job, leasing from a job with nothing queued, a verdict from a verifier not assigned."""
 
-    def __init__(self, message: str, *, entity: str | None = None, state: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, entity: str | None = None, state: str | None = None
+    ) -> None:
         super().__init__(message)
         self.entity = entity
         self.state = state

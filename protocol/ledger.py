@@ -32,8 +32,10 @@ STAKE = "stake"
 PENDING_WITHDRAWAL = "pending_withdrawal"
 TREASURY = "treasury"
 RESERVE = "reserve"
+# Stake on its way out: still slashable until the unbonding delay has passed.
+UNBONDING = "unbonding"
 ESCROW_PREFIX = "escrow:"
-_FIXED_BUCKETS = frozenset({AVAILABLE, STAKE, PENDING_WITHDRAWAL, TREASURY, RESERVE})
+_FIXED_BUCKETS = frozenset({AVAILABLE, STAKE, UNBONDING, PENDING_WITHDRAWAL, TREASURY, RESERVE})
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # System accounts are named, not addressed: no key can sign for them.

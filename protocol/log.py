@@ -27,9 +27,11 @@ from protocol import canonical, merkle
 from protocol.application import Genesis, Network, NonceUse, Receipt
 from protocol.commands import DOMAIN_NAME, DOMAIN_VERSION
 from protocol.eip712 import hash_typed_data
-from protocol.errors import InvalidInput
+from protocol.errors import InvalidInput, NotFound
+from protocol.jobs import Commitment, Dispute, Job, Lease
 from protocol.keys import PrivateKey, parse_address, verify_signer
 from protocol.ledger import Account
+from protocol.participants import Bond, Provider, Roster, Verifier
 
 # Every event type the log may contain, and nothing else: eventsourcing also gives each
 # aggregate base classes (`Account.Event`, `Account.Created`) that the domain never emits
@@ -40,7 +42,55 @@ LOG_EVENT_TYPES: tuple[tuple[type[Aggregate], str], ...] = (
     (NonceUse, "Used"),
     (Account, "Opened"),
     (Account, "Posted"),
+    # The compute protocol (protocol/compute.py): participants, jobs and their work.
+    (Provider, "Registered"),
+    (Provider, "Updated"),
+    (Provider, "StatusChanged"),
+    (Provider, "LeaseTaken"),
+    (Provider, "LeaseReturned"),
+    (Provider, "Judged"),
+    (Verifier, "Registered"),
+    (Verifier, "Verdicted"),
+    (Verifier, "Ruled"),
+    (Verifier, "Judged"),
+    (Roster, "Started"),
+    (Roster, "VerifierAdded"),
+    (Bond, "Opened"),
+    (Bond, "Unbonded"),
+    (Bond, "Withdrawn"),
+    (Bond, "Slashed"),
+    (Job, "Submitted"),
+    (Job, "SegmentLeased"),
+    (Job, "SegmentCommitted"),
+    (Job, "SegmentDisputed"),
+    (Job, "SegmentRequeued"),
+    (Job, "SegmentAccepted"),
+    (Job, "SegmentDropped"),
+    (Job, "Finished"),
+    (Job, "Refunded"),
+    (Lease, "Granted"),
+    (Lease, "Extended"),
+    (Lease, "Closed"),
+    (Commitment, "Recorded"),
+    (Commitment, "VerifierReassigned"),
+    (Commitment, "Verdict"),
+    (Commitment, "Disputed"),
+    (Commitment, "Resolved"),
+    (Dispute, "Opened"),
+    (Dispute, "RefereeReassigned"),
+    (Dispute, "Ruled"),
 )
+COMPUTE_AGGREGATES: tuple[type[Aggregate], ...] = (
+    Provider,
+    Verifier,
+    Roster,
+    Bond,
+    Job,
+    Lease,
+    Commitment,
+    Dispute,
+)
+
 EVENT_TYPES: dict[str, type[AggregateEvent]] = {}
 # The aggregate class each event type belongs to: an event must never be applied to an
 # aggregate of another class, whatever id a forged line names.
@@ -56,6 +106,8 @@ for _aggregate, _name in LOG_EVENT_TYPES:
     _EVENT_NAMES[_value] = _type_name
     if "originator_topic" in getattr(_value, "__dataclass_fields__", {}):
         _CREATED_TOPICS[_type_name] = get_topic(_aggregate)
+
+CREATION_TYPES = frozenset(_CREATED_TOPICS)
 
 # The stored topics of those classes: the mapper resolves a stored topic by importing it,
 # so a topic is checked against this list before a stored event is ever mapped.
@@ -115,6 +167,10 @@ class EventLog:
         self.app = app
         self.accumulator = merkle.MerkleAccumulator()
         self.leaf_hashes: list[bytes] = []
+        # Log position of each commitment: its beacon is the root just after it.
+        self.commitment_positions: dict[UUID, int] = {}
+        # Read models (protocol/catalog.py) fed each new leaf, in order, as it is synced.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._last_notification_id = 0
         self._lock = threading.Lock()
 
@@ -135,7 +191,30 @@ class EventLog:
                 self.accumulator.append_hash(digest)
                 self.leaf_hashes.append(digest)
                 self._last_notification_id = notification_id
+                if leaf["type"] == "Commitment.Recorded":
+                    self.commitment_positions[UUID(leaf["id"])] = leaf["index"]
+                for listener in self.listeners:
+                    listener(leaf)
             return self.accumulator.size
+
+    def root_at(self, size: int) -> bytes:
+        """The tree root when the log had `size` leaves (size <= the synced size)."""
+        if not 0 <= size <= len(self.leaf_hashes):
+            raise InvalidInput(f"size: {size} is beyond the synced log of {len(self.leaf_hashes)}")
+        if size == len(self.leaf_hashes):
+            return self.accumulator.root()
+        return merkle.root_from_hashes(self.leaf_hashes[:size])
+
+    def beacon(self, commitment: UUID) -> bytes:
+        """The sampling beacon of a commitment: the log root just after its event
+        (specs/compute_sampling_fees.md §3). Syncs first; NotFound if not recorded."""
+        position = self.commitment_positions.get(commitment)
+        if position is None:
+            self.sync()
+            position = self.commitment_positions.get(commitment)
+        if position is None:
+            raise NotFound("recorded commitment", str(commitment))
+        return self.root_at(position + 1)
 
     def leaves(self, start: int = 0) -> Iterator[dict[str, Any]]:
         """The leaf objects from position `start` on, read from the store."""

@@ -11,7 +11,7 @@ from protocol import canonical
 from protocol.application import Network
 from protocol.assets import Asset
 from protocol.audit import Replayer, audit_lines
-from protocol.commands import KINDS
+from protocol.commands import LEDGER_KINDS
 from protocol.errors import InsufficientFunds, InvalidInput, UnbalancedPosting
 from protocol.ledger import AVAILABLE, RESERVE, Account, check_balanced, credit, debit
 from protocol.log import EventLog, split_export_line
@@ -57,7 +57,7 @@ def test_random_workloads_keep_every_invariant(seed: int, accounts: int, operati
 
 def test_every_command_kind_is_exercised_by_the_simulation() -> None:
     """The simulated mix covers every command kind the ledger has."""
-    assert set(simulate.MIX) == set(KINDS)
+    assert set(simulate.MIX) == set(LEDGER_KINDS)
 
 
 @pytest.mark.parametrize(
