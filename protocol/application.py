@@ -35,6 +35,7 @@ from protocol.errors import (
     NonceReplayed,
     ProtocolError,
 )
+from protocol.jobs import Job
 from protocol.jobspec import JobSpec
 from protocol.keys import parse_address
 from protocol.ledger import (
@@ -59,6 +60,8 @@ conflict_retries_max = 64
 # captured command stays replayable anywhere the nonce record could be missing.
 expiry_horizon_seconds = 7 * 24 * 3600
 batch_commands_max = 4096
+# Whole-batch retries after a lost race, before each command is tried on its own.
+batch_retries_max = 3
 
 
 class NotInitialized(ProtocolError, RuntimeError):
@@ -361,32 +364,46 @@ class Network(Application[UUID]):
                 verified.append(verify_command(command, self.chain_id))
             except ProtocolError as error:
                 verified.append(error)
-        return self._submit_verified_many(verified, _now(now))
+        return self.submit_verified_many(verified, _now(now))
 
-    def _submit_verified_many(
-        self, items: Sequence[VerifiedCommand | ProtocolError], moment: int
+    def submit_verified_many(
+        self,
+        items: Sequence[VerifiedCommand | ProtocolError],
+        moment: int,
+        contexts: Sequence[CommandContext | None] | None = None,
     ) -> list[CommandResult | ProtocolError]:
-        results: list[CommandResult | ProtocolError] = []
-        staging = _Staging(self)
-        for item in items:
-            if isinstance(item, ProtocolError):
-                results.append(item)
-                continue
+        """Stage every item on one state and save them in one transaction.
+
+        A batch that loses a race is staged again on fresh state a few times (another
+        writer moved an account it touches); if it keeps losing, or holds a retry of a
+        command recorded before, each command goes on its own.
+        """
+        contexts = contexts or [None] * len(items)
+        for attempt in range(batch_retries_max + 1):
+            results: list[CommandResult | ProtocolError] = []
+            staging = _Staging(self)
+            for item, context in zip(items, contexts, strict=True):
+                if isinstance(item, ProtocolError):
+                    results.append(item)
+                    continue
+                try:
+                    results.append(self._stage(staging, item, moment, context))
+                except ProtocolError as error:
+                    prior = self._prior_result(item)
+                    results.append(error if prior is None else prior)
             try:
-                results.append(self._stage(staging, item, moment))
-            except ProtocolError as error:
-                prior = self._prior_result(item)
-                results.append(error if prior is None else prior)
-        try:
-            if staging.events:
-                self.save(*staging.events)
-        except IntegrityError:
-            for i, item in enumerate(items):
-                if isinstance(results[i], CommandResult) and isinstance(item, VerifiedCommand):
-                    try:
-                        results[i] = self._submit_verified(item, moment)
-                    except ProtocolError as error:
-                        results[i] = error
+                if staging.events:
+                    self.save(*staging.events)
+                return results
+            except IntegrityError:
+                if attempt < batch_retries_max:
+                    _backoff(attempt)
+        for i, (item, context) in enumerate(zip(items, contexts, strict=True)):
+            if isinstance(results[i], CommandResult) and isinstance(item, VerifiedCommand):
+                try:
+                    results[i] = self._submit_verified(item, moment, context)
+                except ProtocolError as error:
+                    results[i] = error
         return results
 
     def _stage(
@@ -439,6 +456,8 @@ class Network(Application[UUID]):
                 check_balanced(legs)
         elif command.kind.name == "Unstake":
             self._check_unbonded_roles(staging, signer)
+        elif "job" in command.message:
+            self._check_not_compute_escrow(staging, command.message["job"])
         grouped = group_by_account(legs)
         accounts = [(staging.account(name), legs) for name, legs in grouped.items()]
         for account, account_legs in accounts:
@@ -479,6 +498,20 @@ class Network(Application[UUID]):
                 f"{signer} holds a compute role: its stake leaves through Unbond",
                 entity="stake",
                 state="bonded",
+            )
+
+    def _check_not_compute_escrow(self, staging: _Staging, job: str) -> None:
+        # A compute job's escrow is the Job's accounting (budget - paid - refunded): only
+        # compute commands may move it, or settlement would find the money gone.
+        try:
+            job_id = UUID(job)
+        except ValueError:
+            return
+        if isinstance(staging.get(job_id), Job):
+            raise InvalidTransition(
+                f"escrow of compute job {job} moves only through compute commands",
+                entity="escrow",
+                state="compute",
             )
 
     # -- compute reads --------------------------------------------------------------------

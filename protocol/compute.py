@@ -338,9 +338,8 @@ def _register_verifier(context: Context, command: VerifiedCommand) -> Decision:
 
 
 def _unbond(context: Context, command: VerifiedCommand) -> Decision:
+    # The Unbond message has no asset field (protocol.commands): stake is held in BLACK.
     signer, amount = command.signer, command.message["amount"]
-    if command.message["asset"] != Asset.BLACK.value:
-        raise InvalidInput("asset: stake is held in BLACK", field="message.asset")
     bond = context.state.get(bond_id(signer))
     release_at = context.now + context.params.unbonding_seconds
     legs = [
@@ -508,7 +507,9 @@ def _request_lease(context: Context, command: VerifiedCommand) -> Decision:
         raise InvalidTransition(
             f"provider {signer} is {provider.status}", entity="provider", state=provider.status
         )
-    if job.key in provider.leases:
+    held = provider.leases.get(job.key)
+    # Its own lease on this job, if lapsed, is expired below like anyone's.
+    if held is not None and not (held == job.lease and now > _lease(state, held).deadline):
         raise InvalidTransition(
             f"provider {signer} already holds lease {provider.leases[job.key]} on this job",
             entity="lease",
@@ -552,7 +553,10 @@ def _request_lease(context: Context, command: VerifiedCommand) -> Decision:
     probability = _probability(job)
     samples = params.samples(steps, probability)
     caught = detection_probability(steps, samples, params.faked_min(steps))
-    at_risk_stake = stake_min(steps * price, caught) * (len(provider.leases) + 1)
+    # One stake backs every segment the provider holds unverified at once (§6 of the
+    # sampling spec): open leases, committed segments awaiting judgment, and this one.
+    held_unverified = len(provider.leases) - (1 if held is not None else 0) + provider.unverified
+    at_risk_stake = stake_min(steps * price, caught) * (held_unverified + 1)
     need = stake_required(state, params, signer) + at_risk_stake
     have = stake_of(state, signer)
     if have < need:
@@ -652,6 +656,13 @@ def _commit(context: Context, command: VerifiedCommand) -> Decision:
     m, state, params = command.message, context.state, context.params
     lease = _open_lease(context, command)
     job = _job(state, lease.job)
+    provider = state.get(provider_id(lease.provider))
+    if isinstance(provider, Provider) and provider.status == JAILED:
+        raise InvalidTransition(
+            f"provider {lease.provider} is jailed: its results are not taken",
+            entity="provider",
+            state=JAILED,
+        )
     if job.lease != lease.key or job.segment_state != LEASED:
         raise LeaseExpired(lease.key, lease.deadline, context.now)
     if m["startCheckpoint"] != lease.start_checkpoint:
@@ -670,7 +681,6 @@ def _commit(context: Context, command: VerifiedCommand) -> Decision:
     salt = context.salt if context.salt is not None else secrets.token_bytes(32)
     samples = samples_for(params, job, lease.steps)
     verdict_deadline = context.now + params.verdict_seconds
-    provider = state.get(provider_id(lease.provider))
 
     def apply() -> list[Aggregate]:
         commitment = Commitment(
@@ -745,8 +755,6 @@ def _settle(
 
     def apply() -> list[Aggregate]:
         touched: list[Aggregate] = []
-        if was_finished:
-            job.segment_dropped(commitment.segment, lease.key, "paid after the job ended")
         job.segment_accepted(
             commitment.segment,
             lease.key,
@@ -756,6 +764,9 @@ def _settle(
             commitment.end_checkpoint,
             payment,
         )
+        if was_finished:
+            # After acceptance, which queues the next segment: a finished job has none.
+            job.segment_dropped(commitment.segment, lease.key, "paid after the job ended")
         if last and not was_finished:
             job.finish(COMPLETED, "every segment accepted")
         if refund:
@@ -971,7 +982,11 @@ def _sweep(context: Context, command: VerifiedCommand) -> Decision:
             raise InvalidTransition(
                 f"dispute {dispute.key} is not overdue", entity="dispute", state=dispute.status
             )
-        pool = _eligible_verifiers(context, {dispute.provider, dispute.accuser, dispute.referee})
+        # The same exclusions as the first draw (_post_verdict): never the job's developer.
+        developer = _job(state, dispute.job).developer
+        pool = _eligible_verifiers(
+            context, {dispute.provider, dispute.accuser, dispute.referee, developer}
+        )
         if not pool:
             raise InvalidTransition(
                 "no other referee to reassign to", entity="verifier", state="none"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,6 +172,9 @@ class EventLog:
         self.commitment_positions: dict[UUID, int] = {}
         # Read models (protocol/catalog.py) fed each new leaf, in order, as it is synced.
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        # The store's notification id of every synced position (8 bytes each), so that
+        # `leaves(start)` reads from `start` instead of from the first event.
+        self._notification_ids = array("q")
         self._last_notification_id = 0
         self._lock = threading.Lock()
 
@@ -190,6 +194,7 @@ class EventLog:
                 digest = merkle.leaf_hash(canonical.encode(leaf))
                 self.accumulator.append_hash(digest)
                 self.leaf_hashes.append(digest)
+                self._notification_ids.append(notification_id)
                 self._last_notification_id = notification_id
                 if leaf["type"] == "Commitment.Recorded":
                     self.commitment_positions[UUID(leaf["id"])] = leaf["index"]
@@ -217,7 +222,14 @@ class EventLog:
         return self.root_at(position + 1)
 
     def leaves(self, start: int = 0) -> Iterator[dict[str, Any]]:
-        """The leaf objects from position `start` on, read from the store."""
+        """The leaf objects from position `start` on, read from the store: from `start`
+        itself when that position has been synced, else from the first event."""
+        # The array only grows, so an entry read without the lock stays valid.
+        if 0 < start <= len(self._notification_ids):
+            after_id = self._notification_ids[start - 1]
+            for _notification_id, leaf in self._read(after_id, start):
+                yield leaf
+            return
         for _notification_id, leaf in self._read(0, 0):
             if leaf["index"] >= start:
                 yield leaf

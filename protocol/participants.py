@@ -71,6 +71,8 @@ class Provider(Aggregate):
         self.accepted = 0
         self.rejected = 0
         self.leases_lost = 0
+        # Committed segments not yet judged: the stake backs them too.
+        self.unverified = 0
         # job id -> lease id of the lease this provider holds on it (at most one per job).
         self.leases: dict[str, str] = {}
 
@@ -98,9 +100,12 @@ class Provider(Aggregate):
         self.leases.pop(job, None)
         if outcome == "expired":
             self.leases_lost += 1
+        elif outcome == "committed":
+            self.unverified += 1
 
     @event("Judged")
     def judged(self, commitment: str, accepted: bool) -> None:
+        self.unverified = max(0, self.unverified - 1)
         if accepted:
             self.accepted += 1
         else:
@@ -123,6 +128,7 @@ class Provider(Aggregate):
             "accepted": self.accepted,
             "rejected": self.rejected,
             "leases_lost": self.leases_lost,
+            "unverified": self.unverified,
             "reputation_bps": self.reputation_bps,
             "leases": dict(self.leases),
         }

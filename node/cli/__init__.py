@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from node.cli.audit import audit
+from node.cli.compute import account, job, provider
 from node.cli.demo import demo
+from node.cli.gateway import gateway
 from node.cli.keys import keys
 from node.cli.ledger import ledger
 from node.cli.log import log_group
@@ -25,3 +27,7 @@ main.add_command(ledger)
 main.add_command(log_group)
 main.add_command(audit)
 main.add_command(demo)
+main.add_command(gateway)
+main.add_command(provider)
+main.add_command(job)
+main.add_command(account)

@@ -11,14 +11,16 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+# Re-exported: the sub-commands take these from here.
+from node.operator import DEFAULT_CHAIN_ID as DEFAULT_CHAIN_ID
+from node.operator import OPERATOR_KEY_FILE as OPERATOR_KEY_FILE
+from node.operator import OperatorKeyMissing, load_operator_key
 from protocol.application import Network
 from protocol.errors import ProtocolError
 from protocol.keys import PrivateKey
 from protocol.storage import DEFAULT_DATA_DIR, Storage, resolve_storage
 
 F = TypeVar("F", bound=Callable[..., Any])
-OPERATOR_KEY_FILE = "operator.pem"
-DEFAULT_CHAIN_ID = 31337
 
 # Progress goes to stderr so that stdout carries only results (and pipes cleanly).
 console = Console(stderr=True)
@@ -70,17 +72,14 @@ def open_network(data_dir: Path, dsn: str | None) -> Network:
 def operator_key(data_dir: Path, *, create: bool) -> PrivateKey:
     """The operator key kept in the data directory (made on first use when `create`)."""
     path = data_dir / OPERATOR_KEY_FILE
-    if path.exists():
-        try:
-            return PrivateKey.load(path)
-        except ProtocolError as error:
-            raise click.ClickException(f"operator key {path}: {error}") from None
-    if not create:
-        raise click.ClickException(f"no operator key at {path}; run `blacktail ledger init` first")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = PrivateKey.generate()
-    key.save(path)
-    return key
+    try:
+        return load_operator_key(path, create=create)
+    except OperatorKeyMissing:
+        raise click.ClickException(
+            f"no operator key at {path}; run `blacktail ledger init` first"
+        ) from None
+    except ProtocolError as error:
+        raise click.ClickException(f"operator key {path}: {error}") from None
 
 
 def emit_json(value: Any) -> None:

@@ -13,9 +13,10 @@ from typing import Any
 from protocol.application import CommandContext, CommandResult, Network
 from protocol.commands import sign_command
 from protocol.compute import expected_samples
-from protocol.jobs import Commitment, Job, Lease
+from protocol.jobs import Commitment, Dispute, Job, Lease
 from protocol.jobspec import JobSpec, parse_job_spec
 from protocol.keys import PrivateKey
+from protocol.participants import Bond, Provider, Verifier
 
 CHAIN_ID = 31337
 BLACK = 10**18
@@ -40,6 +41,11 @@ def small_spec(
     return parse_job_spec(document)
 
 
+def end_checkpoint(end_step: int) -> str:
+    """The end checkpoint the World's providers commit for a segment ending at `end_step`."""
+    return "0x" + f"{end_step:064x}"
+
+
 class World:
     """Operator, developer, three providers and three verifiers on one Network."""
 
@@ -50,6 +56,8 @@ class World:
         self.providers = [key(0x9001), key(0x9002), key(0x9003)]
         self.verifiers = [key(0x7001), key(0x7002), key(0x7003)]
         self.now = int(time.time())
+        # Base units deposited per asset: what the vault reserve must equal.
+        self.deposits: dict[str, int] = {}
         app.initialize(CHAIN_ID, self.operator.address)
 
     def sign(self, signer: PrivateKey, kind: str, **fields: Any) -> Any:
@@ -74,9 +82,11 @@ class World:
             amount=amount,
             chainRef=f"{CHAIN_ID}:0x{next(_counter):064x}:0",
         )
+        self.deposits[asset] = self.deposits.get(asset, 0) + amount
 
     def register_provider(self, who: PrivateKey, stake: int = 20 * BLACK, **fields: Any) -> None:
-        self.fund(who, stake)
+        if stake:
+            self.fund(who, stake)
         values = {
             "device": "NVIDIA H100",
             "gpus": 1,
@@ -90,7 +100,8 @@ class World:
         self.submit(who, "RegisterProvider", **values)
 
     def register_verifier(self, who: PrivateKey, stake: int = 20 * BLACK) -> None:
-        self.fund(who, stake)
+        if stake:
+            self.fund(who, stake)
         self.submit(who, "RegisterVerifier", stake=stake)
 
     def setup(self, providers: int = 2, verifiers: int = 2) -> None:
@@ -110,22 +121,24 @@ class World:
     def lease(self, who: PrivateKey, job: str) -> dict[str, Any]:
         return self.submit(who, "RequestLease", job=job).outcome
 
-    def commit(self, who: PrivateKey, lease_key: str, *, root: str | None = None) -> str:
+    def commit_fields(self, lease_key: str, *, root: str | None = None) -> dict[str, Any]:
+        """A well-formed Commit message for a lease: its checkpoint, steps and a trace."""
         lease = self.get_lease(lease_key)
-        result = self.submit(
-            who,
-            "Commit",
-            lease=lease_key,
-            startCheckpoint=lease.start_checkpoint,
-            endCheckpoint="0x" + f"{lease.end_step:064x}",
-            root=root or "0x" + "ab" * 32,
-            steps=lease.steps,
-            lossTrace="0x" + "3f800000" * lease.steps,
-        )
+        return {
+            "lease": lease_key,
+            "startCheckpoint": lease.start_checkpoint,
+            "endCheckpoint": end_checkpoint(lease.end_step),
+            "root": root or "0x" + "ab" * 32,
+            "steps": lease.steps,
+            "lossTrace": "0x" + "3f800000" * lease.steps,
+        }
+
+    def commit(self, who: PrivateKey, lease_key: str, *, root: str | None = None) -> str:
+        result = self.submit(who, "Commit", **self.commit_fields(lease_key, root=root))
         return str(result.outcome["commitment"])
 
     def verifier_key(self, address: str) -> PrivateKey:
-        return next(k for k in self.verifiers if k.address == address)
+        return next(k for k in (*self.verifiers, self.developer) if k.address == address)
 
     def provider_key(self, address: str) -> PrivateKey:
         return next(k for k in self.providers if k.address == address)
@@ -152,6 +165,41 @@ class World:
         commitment = self.commit(who, lease["lease"])
         self.verdict(commitment)
         return commitment
+
+    def heartbeat(self, who: PrivateKey, lease_key: str) -> CommandResult:
+        return self.submit(who, "Heartbeat", lease=lease_key)
+
+    def cancel(self, job: str, who: PrivateKey | None = None) -> CommandResult:
+        return self.submit(who or self.developer, "CancelJob", job=job)
+
+    def sweep(self, target: str) -> CommandResult:
+        return self.submit(self.operator, "Sweep", target=target, reason="overdue")
+
+    def rule(self, dispute: str, fraud: bool, who: PrivateKey | None = None) -> CommandResult:
+        referee = who or self.verifier_key(self.get_dispute(dispute).referee)
+        return self.submit(referee, "RuleDispute", dispute=dispute, fraud=fraud, reason="re-ran")
+
+    def unbond(self, who: PrivateKey, amount: int) -> CommandResult:
+        return self.submit(who, "Unbond", amount=amount)
+
+    def withdraw_unbonded(self, who: PrivateKey) -> CommandResult:
+        return self.submit(who, "WithdrawUnbonded")
+
+    def log_size(self) -> int:
+        """How many events the store holds: a refused command must not change it."""
+        return self.app.recorder.max_notification_id() or 0
+
+    def get_dispute(self, dispute: str) -> Dispute:
+        return self.app.get(Dispute.create_id(dispute))  # type: ignore[no-any-return]
+
+    def get_provider(self, who: PrivateKey) -> Provider:
+        return self.app.get(Provider.create_id(who.address))  # type: ignore[no-any-return]
+
+    def get_verifier(self, who: PrivateKey) -> Verifier:
+        return self.app.get(Verifier.create_id(who.address))  # type: ignore[no-any-return]
+
+    def get_bond(self, who: PrivateKey) -> Bond | None:
+        return self.app.get(Bond.create_id(who.address))  # type: ignore[no-any-return]
 
     def get_job(self, job: str) -> Job:
         return self.app.get(Job.create_id(job))  # type: ignore[no-any-return]

@@ -1,0 +1,319 @@
+"""`blacktail provider|job|account`: talk to a gateway with a key file.
+
+Every command that changes something is signed here, with the key given by --key, and
+sent to the gateway; the gateway never sees a private key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.table import Table
+
+from node.cli.common import json_option, out
+from node.cli.remote import Remote, gateway_option, key_option, load_key, print_facts, report
+from protocol.assets import Asset, parse_asset, to_base_units, to_display
+from protocol.errors import ProtocolError
+from protocol.jobspec import JobSpec, parse_job_spec, spec_bytes_max
+
+
+def _units(text: str, asset: Asset, name: str) -> int:
+    try:
+        return to_base_units(text, asset)
+    except ProtocolError as error:
+        raise click.BadParameter(str(error), param_hint=name) from None
+
+
+def _show(value: int, asset: str) -> str:
+    return f"{to_display(value, Asset(asset))} {asset}"
+
+
+# -- provider -------------------------------------------------------------------------
+
+
+@click.group()
+def provider() -> None:
+    """Register GPUs with the network and look at a provider's standing."""
+
+
+@provider.command("register")
+@gateway_option
+@key_option
+@click.option("--device", default="cpu", show_default=True, help="Device name, e.g. 'NVIDIA H100'.")
+@click.option("--gpus", type=click.IntRange(1, 1024), default=1, show_default=True)
+@click.option("--memory-mb", type=click.IntRange(1), default=16_000, show_default=True)
+@click.option(
+    "--benchmark-gflops",
+    type=click.IntRange(0),
+    default=None,
+    help="Measured float32 matmul throughput; default: measure it now (a few seconds).",
+)
+@click.option("--price-black", default="0.0001", show_default=True, help="BLACK per step.")
+@click.option("--price-usd", default="0.0001", show_default=True, help="USD per step.")
+@click.option("--stake", default="20", show_default=True, help="BLACK to stake now.")
+@json_option
+def provider_register(
+    gateway: str,
+    key_path: Path,
+    device: str,
+    gpus: int,
+    memory_mb: int,
+    benchmark_gflops: int | None,
+    price_black: str,
+    price_usd: str,
+    stake: str,
+    as_json: bool,
+) -> None:
+    """Register (or update) this key's GPUs, prices and stake."""
+    remote = Remote(gateway, key_path)
+    if benchmark_gflops is None:
+        benchmark_gflops = measure_gflops()
+    result = remote.command(
+        "/providers",
+        "RegisterProvider",
+        {
+            "device": device,
+            "gpus": gpus,
+            "memoryMb": memory_mb,
+            "benchmarkGflops": benchmark_gflops,
+            "priceBlack": _units(price_black, Asset.BLACK, "--price-black"),
+            "priceUsd": _units(price_usd, Asset.USD, "--price-usd"),
+            "stake": _units(stake, Asset.BLACK, "--stake"),
+        },
+    )
+    report(
+        as_json,
+        result,
+        lambda r: out.print(f"registered provider {r['signer']} ({benchmark_gflops} GFLOP/s)"),
+    )
+
+
+def measure_gflops(size: int = 512, repeats: int = 5) -> int:
+    """A timed float32 matmul with numpy: the figure the scheduler can rank providers by."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    a @ b  # Warm up the BLAS threads.
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    seconds = time.perf_counter() - started
+    return int(2 * size**3 * repeats / seconds / 1e9)
+
+
+@provider.command("status")
+@gateway_option
+@click.argument("address", required=False)
+@click.option("--key", "key_path", type=click.Path(path_type=Path), help="Use this key's address.")
+@json_option
+def provider_status(
+    gateway: str, address: str | None, key_path: Path | None, as_json: bool
+) -> None:
+    """Show a provider: hardware, prices, status, reputation, stake and earnings."""
+    if address is None:
+        if key_path is None:
+            raise click.UsageError("give an ADDRESS or --key")
+        address = load_key(key_path).address
+    remote = Remote(gateway)
+    facts = remote.get(f"/providers/{address}")
+    facts["balances"] = remote.get(f"/accounts/{address}/balances")
+
+    def render(p: dict[str, Any]) -> None:
+        print_facts(
+            f"provider {p['address']}",
+            {
+                "device": f"{p['gpus']} x {p['device']} ({p['memory_mb']} MB)",
+                "benchmark": f"{p['benchmark_gflops']} GFLOP/s",
+                "prices": ", ".join(_show(v, a) for a, v in p["prices"].items()),
+                "status": p["status"],
+                "reputation": f"{p['reputation_bps'] / 100:.2f}% "
+                f"({p['accepted']} accepted, {p['rejected']} rejected)",
+                "leases held": len(p["leases"]),
+            },
+        )
+        _balances_table(p["balances"])
+
+    report(as_json, facts, render)
+
+
+# -- job --------------------------------------------------------------------------------
+
+
+@click.group()
+def job() -> None:
+    """Submit training jobs, follow them, cancel them."""
+
+
+def read_spec(path: Path) -> JobSpec:
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None
+    if len(text) > spec_bytes_max:
+        raise click.ClickException(f"{path}: larger than {spec_bytes_max} bytes")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise click.ClickException(f"{path}: not YAML or JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise click.ClickException(f"{path}: a job spec is a mapping")
+    try:
+        return parse_job_spec(document)
+    except ProtocolError as error:
+        raise click.ClickException(f"{path}: {error}") from None
+
+
+@job.command("submit")
+@gateway_option
+@key_option
+@click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(path_type=Path))
+@json_option
+def job_submit(gateway: str, key_path: Path, spec_path: Path, as_json: bool) -> None:
+    """Submit the job in SPEC.yaml; its whole budget moves into escrow."""
+    spec = read_spec(spec_path)
+    remote = Remote(gateway, key_path)
+    result = remote.command(
+        "/jobs",
+        "SubmitJob",
+        {"specHash": "0x" + spec.digest().hex()},
+        extra={"spec": spec.to_json()},
+    )
+    outcome = result["outcome"]
+
+    def render(r: dict[str, Any]) -> None:
+        out.print(
+            f"job {outcome['job']} submitted; "
+            f"{_show(outcome['budget'], outcome['currency'])} in escrow"
+        )
+
+    report(as_json, result, render)
+
+
+@job.command("status")
+@gateway_option
+@click.argument("job_id")
+@json_option
+def job_status(gateway: str, job_id: str, as_json: bool) -> None:
+    """Show a job: status, segments, escrow and payments."""
+    facts = Remote(gateway).get(f"/jobs/{job_id}")
+
+    def render(j: dict[str, Any]) -> None:
+        print_facts(
+            f"job {j['id']}",
+            {
+                "status": j["status"],
+                "developer": j["developer"],
+                "segments": f"{j['segments_accepted']} of {j['segments']} accepted",
+                "segment in flight": f"{j['current_segment']} ({j['segment_state']})",
+                "budget": _show(j["budget"], j["currency"]),
+                "paid": _show(j["paid"], j["currency"]),
+                "refunded": _show(j["refunded"], j["currency"]),
+                "escrow": _show(j["escrow"], j["currency"]),
+                "checkpoint": j["checkpoint"],
+                "deadline": j["deadline"],
+            },
+        )
+
+    report(as_json, facts, render)
+
+
+@job.command("cancel")
+@gateway_option
+@key_option
+@click.argument("job_id")
+@json_option
+def job_cancel(gateway: str, key_path: Path, job_id: str, as_json: bool) -> None:
+    """Cancel a job; what it has not earned is refunded."""
+    result = Remote(gateway, key_path).command(
+        f"/jobs/{job_id}/cancel", "CancelJob", {"job": job_id}
+    )
+    report(
+        as_json,
+        result,
+        lambda r: out.print(
+            f"job {job_id} cancelled; refunded {r['outcome']['refund']} base units"
+        ),
+    )
+
+
+# -- account ------------------------------------------------------------------------------
+
+
+@click.group()
+def account() -> None:
+    """Balances, and dev-only credits on an embedded network."""
+
+
+def _balances_table(balances: dict[str, Any]) -> None:
+    table = Table(title="balances", title_justify="left")
+    for column in ("asset", "bucket", "amount"):
+        table.add_column(column, justify="right" if column == "amount" else "left")
+    for row in _balance_rows(balances):
+        table.add_row(*row)
+    out.print(table)
+
+
+def _balance_rows(balances: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for key, value in sorted(balances.get("balances", {}).items()):
+        asset, _, bucket = key.partition("/")
+        amount = value["amount"] if isinstance(value, dict) else value
+        rows.append((asset, bucket, to_display(int(amount), Asset(asset))))
+    return rows
+
+
+@account.command("balance")
+@gateway_option
+@click.argument("address", required=False)
+@click.option("--key", "key_path", type=click.Path(path_type=Path), help="Use this key's address.")
+@json_option
+def account_balance(
+    gateway: str, address: str | None, key_path: Path | None, as_json: bool
+) -> None:
+    """Show an account's balances in every asset and bucket."""
+    if address is None:
+        if key_path is None:
+            raise click.UsageError("give an ADDRESS or --key")
+        address = load_key(key_path).address
+    balances = Remote(gateway).get(f"/accounts/{address}/balances")
+    report(as_json, balances, _balances_table)
+
+
+@account.command("deposit-dev")
+@gateway_option
+@click.option("--to", "address", help="Account to credit (default: the --key's address).")
+@click.option(
+    "--key", "key_path", type=click.Path(path_type=Path), help="Credit this key's address."
+)
+@click.option("--asset", default="BLACK", show_default=True)
+@click.option("--amount", required=True, help="Amount in display units, e.g. 100 or 2.5.")
+@json_option
+def account_deposit_dev(
+    gateway: str,
+    address: str | None,
+    key_path: Path | None,
+    asset: str,
+    amount: str,
+    as_json: bool,
+) -> None:
+    """Credit an account on a gateway started with --dev (no chain needed)."""
+    if address is None:
+        if key_path is None:
+            raise click.UsageError("give --to ADDRESS or --key")
+        address = load_key(key_path).address
+    try:
+        parsed = parse_asset(asset)
+    except ProtocolError as error:
+        raise click.BadParameter(str(error), param_hint="--asset") from None
+    units = _units(amount, parsed, "--amount")
+    result = Remote(gateway).post(
+        "/dev/deposit", {"account": address, "asset": parsed.value, "amount": units}
+    )
+    report(as_json, result, lambda r: out.print(f"credited {amount} {parsed.value} to {address}"))

@@ -1,0 +1,241 @@
+"""POST /commands and POST /commands/batch: signed commands in, results (or problems) out.
+
+The envelope (`kind, chain_id, signer, message, signature`) is checked by the schema;
+the message, the chain and the signature by `protocol.commands.verify_command`, and the
+state by `Network.submit`. A retry with the same signer and client id gets the first
+answer again, with status 200 instead of 201.
+
+`submit_command` is the one place the gateway hands a command to the protocol: a kind
+that needs data beside its signed message reads it from the request's `context` there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import marshmallow as ma
+
+from node.gateway.api import GatewayBlueprint, documents_problems
+from node.gateway.config import GatewayConfig
+from node.gateway.problems import ProblemSchema, error_body, problem_for
+from node.gateway.services import Services
+from protocol.application import CommandContext, CommandResult
+from protocol.commands import KINDS, SignedCommand
+from protocol.errors import InvalidInput, ProtocolError
+from protocol.jobspec import parse_job_spec
+
+SIGNATURE_PATTERN = r"^0x[0-9a-fA-F]{130}$"
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+
+
+def message_schema_name(kind: str) -> str:
+    return f"{kind}Message"
+
+
+class SignedCommandSchema(ma.Schema):
+    """A signed command as it travels (specs/signing.md: the signed-command envelope)."""
+
+    kind = ma.fields.String(required=True, validate=ma.validate.OneOf(sorted(KINDS)))
+    chain_id = ma.fields.Integer(strict=True, required=True, validate=ma.validate.Range(min=1))
+    signer = ma.fields.String(
+        required=True, metadata={"pattern": ADDRESS_PATTERN, "description": "EIP-55 address"}
+    )
+    message = ma.fields.Dict(
+        keys=ma.fields.String(),
+        required=True,
+        metadata={
+            "description": "The EIP-712 message of `kind`: the <kind>Message schema",
+            "oneOf": [
+                {"$ref": f"#/components/schemas/{message_schema_name(k)}"} for k in sorted(KINDS)
+            ],
+        },
+    )
+    signature = ma.fields.String(
+        required=True,
+        validate=ma.validate.Regexp(SIGNATURE_PATTERN),
+        metadata={"description": "65 bytes r ‖ s ‖ v in hex, as eth_signTypedData_v4 gives"},
+    )
+
+
+class CommandContextSchema(ma.Schema):
+    """What some kinds need beside the signed message; the message commits to it."""
+
+    spec = ma.fields.Dict(
+        keys=ma.fields.String(),
+        metadata={"description": "SubmitJob: the job spec (specs/jobspec.md) its specHash names"},
+    )
+
+
+class CommandRequestSchema(SignedCommandSchema):
+    context = ma.fields.Nested(CommandContextSchema, load_default=None)
+
+
+class CommandResultSchema(ma.Schema):
+    command_id = ma.fields.String(required=True)
+    kind = ma.fields.String(required=True)
+    signer = ma.fields.String(required=True)
+    client_id = ma.fields.String(required=True)
+    legs = ma.fields.List(
+        ma.fields.List(ma.fields.Raw()),
+        required=True,
+        metadata={"description": "The posting set: [account, asset, bucket, D|C, amount]"},
+    )
+    outcome = ma.fields.Dict(
+        required=True, metadata={"description": "What a compute command made or moved"}
+    )
+
+
+class BatchItemSchema(ma.Schema):
+    status = ma.fields.Integer(
+        required=True, metadata={"description": "201, 200 for a retry, else the problem's"}
+    )
+    result = ma.fields.Nested(CommandResultSchema)
+    problem = ma.fields.Nested(ProblemSchema)
+
+
+class BatchResultSchema(ma.Schema):
+    results = ma.fields.List(ma.fields.Nested(BatchItemSchema), required=True)
+
+
+def batch_request_schema(config: GatewayConfig) -> type[ma.Schema]:
+    return ma.Schema.from_dict(
+        {
+            "commands": ma.fields.List(
+                ma.fields.Nested(SignedCommandSchema),
+                required=True,
+                validate=ma.validate.Length(min=1, max=config.batch_commands_max),
+            )
+        },
+        name="BatchRequest",
+    )
+
+
+def command_context(extra: Mapping[str, Any]) -> CommandContext:
+    spec = extra.get("spec")
+    return CommandContext(spec=None if spec is None else parse_job_spec(spec))
+
+
+def submit_command(
+    services: Services, signed: SignedCommand, extra: Mapping[str, Any] | None = None
+) -> CommandResult:
+    """Apply one signed command: the one place the gateway hands commands to the ledger.
+
+    `extra` is the request's unsigned `context` (a SubmitJob's job spec); it is turned
+    into the protocol's CommandContext here and passed only when the request had one.
+    """
+    if extra is None:
+        return services.network.submit(signed)
+    return services.network.submit(signed, context=command_context(extra))
+
+
+def submit_batch(
+    services: Services, commands: Sequence[SignedCommand]
+) -> list[CommandResult | ProtocolError]:
+    """Apply commands in one transaction (group commit); a refused one changes nothing
+    and is reported in its slot. Batched commands carry no context."""
+    return services.network.submit_many(commands)
+
+
+def blueprint(services: Services) -> GatewayBlueprint:
+    blp = GatewayBlueprint("commands", __name__, description="Signed commands")
+    metrics = services.metrics
+
+    def counted(kind: str, outcome: CommandResult | ProtocolError) -> None:
+        if isinstance(outcome, CommandResult):
+            metrics.count_command(kind, "duplicate" if outcome.duplicate else "accepted")
+        else:
+            metrics.count_command(kind, problem_for(outcome).slug)
+
+    @blp.route("/commands", methods=["POST"])
+    @blp.arguments(CommandRequestSchema)
+    @blp.response(201, CommandResultSchema, description="Accepted and recorded")
+    @blp.alt_response(
+        200, schema=CommandResultSchema, description="A retry: the first answer", success=True
+    )
+    @documents_problems(blp, 400, 403, 404, 409, 413, 415, 503)
+    def post_command(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """Apply one signed command of any kind."""
+        extra = body.pop("context")
+        signed = SignedCommand.from_json(body)
+        try:
+            result = submit_command(services, signed, extra)
+        except ProtocolError as error:
+            counted(signed.kind, error)
+            raise
+        counted(signed.kind, result)
+        return result.to_json(), 200 if result.duplicate else 201
+
+    @blp.route("/commands/batch", methods=["POST"])
+    @blp.arguments(batch_request_schema(services.config))
+    @blp.response(200, BatchResultSchema, description="One result or problem per command")
+    @documents_problems(blp, 400, 413, 415)
+    def post_batch(body: dict[str, Any]) -> dict[str, Any]:
+        """Apply up to batch_commands_max signed commands in order, in one transaction."""
+        parsed: list[SignedCommand | InvalidInput] = []
+        for item in body["commands"]:
+            try:
+                parsed.append(SignedCommand.from_json(item))
+            except InvalidInput as error:
+                parsed.append(error)
+        signed = [p for p in parsed if isinstance(p, SignedCommand)]
+        applied = iter(submit_batch(services, signed))
+        results = []
+        for item, parsed_item in zip(body["commands"], parsed, strict=True):
+            outcome = parsed_item if isinstance(parsed_item, ProtocolError) else next(applied)
+            counted(item["kind"], outcome)
+            results.append(_batch_item(outcome))
+        return {"results": results}
+
+    return blp
+
+
+def _batch_item(outcome: CommandResult | ProtocolError) -> dict[str, Any]:
+    if isinstance(outcome, CommandResult):
+        return {"status": 200 if outcome.duplicate else 201, "result": outcome.to_json()}
+    problem = error_body(outcome)
+    return {"status": problem["status"], "problem": problem}
+
+
+# -- the OpenAPI document's message schemas, derived from protocol.commands.KINDS -----------
+
+
+def _doc_field(type_: str) -> ma.fields.Field[Any]:
+    """A documentation-only field for an EIP-712 type (the protocol validates messages)."""
+    if type_ == "address":
+        return ma.fields.String(required=True, metadata={"pattern": ADDRESS_PATTERN})
+    if type_ == "string":
+        return ma.fields.String(required=True)
+    if type_ == "bool":
+        return ma.fields.Boolean(required=True)
+    if type_.startswith(("uint", "int")) and "[" not in type_:
+        return ma.fields.Integer(
+            required=True,
+            metadata={"description": f"{type_}: a JSON integer of any size (or a decimal string)"},
+        )
+    if type_ == "bytes" or type_.startswith("bytes"):
+        return ma.fields.String(required=True, metadata={"description": f"{type_} as 0x-hex"})
+    if type_ == "Payout[]":
+        return ma.fields.List(
+            ma.fields.Nested(
+                ma.Schema.from_dict(
+                    {"account": _doc_field("address"), "amount": _doc_field("uint256")},
+                    name="Payout",
+                )
+            ),
+            required=True,
+        )
+    if type_.endswith("[]"):
+        return ma.fields.List(_doc_field(type_[:-2]), required=True)
+    return ma.fields.Raw(required=True, metadata={"description": type_})
+
+
+def message_schemas() -> dict[str, type[ma.Schema]]:
+    """One schema per command kind, named <Kind>Message, from its EIP-712 fields."""
+    return {
+        message_schema_name(name): ma.Schema.from_dict(
+            {field: _doc_field(type_) for field, type_ in kind.all_fields},
+            name=message_schema_name(name),
+        )
+        for name, kind in sorted(KINDS.items())
+    }

@@ -1,0 +1,360 @@
+"""The compute protocol's resources: providers, verifiers, stake, jobs, leases,
+commitments, verification tasks and disputes (specs/compute.md, specs/api.md).
+
+Every POST takes a signed command of exactly one kind, in the body `POST /commands`
+takes (the envelope, plus `context` for a SubmitJob's spec); an id in the path must be the
+one the signed message names. Single items are read from the store (strongly
+consistent); lists come from the catalog, the read model fed by the event log, paged by
+creation order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import marshmallow as ma
+from eventsourcing.domain import Aggregate
+
+from node.gateway.api import GatewayBlueprint, documents_problems
+from node.gateway.commands import CommandRequestSchema, CommandResultSchema, submit_command
+from node.gateway.paging import Page, page_args_schema, page_schema
+from node.gateway.problems import INVALID_REQUEST, Problem
+from node.gateway.services import Services
+from protocol.assets import Asset
+from protocol.catalog import Catalog
+from protocol.commands import SignedCommand
+from protocol.compute import expected_samples
+from protocol.errors import InvalidInput, NotFound
+from protocol.jobs import Commitment, Dispute, Job, Lease
+from protocol.keys import parse_address
+from protocol.ledger import STAKE, UNBONDING
+from protocol.participants import Bond, Provider, Verifier, bond_id, provider_id, verifier_id
+
+Keep = Callable[[Any], bool]
+
+
+def _filters(name: str, **fields: str) -> type[ma.Schema]:
+    return ma.Schema.from_dict(
+        {
+            key: ma.fields.String(load_default=None, metadata={"description": text})
+            for key, text in fields.items()
+        },
+        name=name,
+    )
+
+
+class ItemSchema(ma.Schema):
+    """A protocol object as JSON (fields per specs/compute.md); unknown keys pass through."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    @ma.post_dump(pass_original=True)
+    def _whole(self, data: dict[str, Any], original: Any, **kwargs: Any) -> Any:
+        # The protocol object's own JSON is the response; the schema only names it.
+        return original
+
+
+def blueprint(services: Services) -> GatewayBlueprint:
+    blp = GatewayBlueprint("compute", __name__, description="The compute protocol")
+    network = services.network
+    catalog = services.catalog
+    page_args = page_args_schema(services.config)
+    ItemsPage = page_schema("ComputePage", ItemSchema)
+
+    def post(rule: str, kind: str, path_field: str | None, summary: str) -> None:
+        def view(body: dict[str, Any], **path: str) -> tuple[dict[str, Any], int]:
+            extra = body.pop("context")
+            signed = SignedCommand.from_json(body)
+            if signed.kind != kind:
+                raise InvalidInput(f"kind: this endpoint takes {kind}", field="kind")
+            if path_field is not None:
+                (value,) = path.values()
+                if signed.message.get(path_field) != value:
+                    raise InvalidInput(
+                        f"message.{path_field}: must be the {path_field} in the path",
+                        field=f"message.{path_field}",
+                    )
+            result = submit_command(services, signed, extra)
+            return result.to_json(), 200 if result.duplicate else 201
+
+        view.__name__ = f"post_{kind}"
+        view.__doc__ = summary
+        decorated = documents_problems(blp, 400, 401, 403, 404, 409, 413)(view)
+        decorated = blp.alt_response(
+            200, schema=CommandResultSchema, description="A retry: the first answer", success=True
+        )(decorated)
+        decorated = blp.response(201, CommandResultSchema, description="Accepted")(decorated)
+        decorated = blp.arguments(CommandRequestSchema)(decorated)
+        blp.route(rule, methods=["POST"], endpoint=f"post_{kind}")(decorated)
+
+    def listing(
+        rule: str,
+        cls: type[Aggregate],
+        filters: type[ma.Schema],
+        summary: str,
+        keep: Callable[[dict[str, Any]], Keep | None],
+    ) -> None:
+        def view(query: dict[str, Any], args: dict[str, Any]) -> Page:
+            start = _cursor(args["cursor"])
+            items, next_position = catalog.page(cls, start, args["limit"], keep(query))
+            return Page(
+                [item.to_json() for item in items],  # type: ignore[attr-defined]
+                None if next_position is None else str(next_position),
+            )
+
+        view.__name__ = f"list_{cls.__name__.lower()}"
+        view.__doc__ = summary
+        decorated = documents_problems(blp, 400)(view)
+        decorated = blp.response(200, ItemsPage)(decorated)
+        decorated = blp.arguments(page_args, location="query", as_kwargs=False)(decorated)
+        decorated = blp.arguments(filters, location="query", as_kwargs=False)(decorated)
+        blp.route(rule, methods=["GET"], endpoint=view.__name__)(decorated)
+
+    # -- providers and verifiers ------------------------------------------------------
+
+    post("/providers", "RegisterProvider", None, "Register or update GPUs, prices and stake.")
+    post("/providers/status", "SetProviderStatus", None, "Pause or resume taking leases.")
+    post("/verifiers", "RegisterVerifier", None, "Register as a verifier, staking BLACK.")
+    post("/stake/unbond", "Unbond", None, "Start unbonding stake (slashable until released).")
+    post("/stake/withdraw", "WithdrawUnbonded", None, "Withdraw stake past its unbonding delay.")
+
+    def _eq(name: str, value: str | None) -> Keep | None:
+        return None if value is None else (lambda item: getattr(item, name) == value)
+
+    listing(
+        "/providers",
+        Provider,
+        _filters("ProviderFilters", status="active | paused | jailed"),
+        "Registered providers, in registration order.",
+        lambda q: _eq("status", q["status"]),
+    )
+    listing(
+        "/verifiers",
+        Verifier,
+        _filters("VerifierFilters"),
+        "Registered verifiers, in registration order.",
+        lambda q: None,
+    )
+
+    @blp.route("/providers/<address>")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 400, 404)
+    def get_provider(address: str) -> dict[str, Any]:
+        """A provider: hardware, prices, status, reputation, leases held, stake."""
+        address = parse_address(address, "address")
+        provider = network.get(provider_id(address))
+        if not isinstance(provider, Provider):
+            raise NotFound("provider", address)
+        return {**provider.to_json(), **_stake(address)}
+
+    @blp.route("/verifiers/<address>")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 400, 404)
+    def get_verifier(address: str) -> dict[str, Any]:
+        """A verifier: verdicts, rulings, how often it was upheld, stake."""
+        address = parse_address(address, "address")
+        verifier = network.get(verifier_id(address))
+        if not isinstance(verifier, Verifier):
+            raise NotFound("verifier", address)
+        return {**verifier.to_json(), **_stake(address)}
+
+    @blp.route("/stake/<address>")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 400)
+    def get_stake(address: str) -> dict[str, Any]:
+        """An address's stake, unbonding stake and release times."""
+        address = parse_address(address, "address")
+        return {"address": address, **_stake(address)}
+
+    def _stake(address: str) -> dict[str, Any]:
+        bond = network.get(bond_id(address))
+        return {
+            "stake": network.balance(address, Asset.BLACK, STAKE),
+            "unbonding": network.balance(address, Asset.BLACK, UNBONDING),
+            "unbonding_entries": bond.to_json()["entries"] if isinstance(bond, Bond) else [],
+        }
+
+    # -- jobs, leases, commitments, disputes --------------------------------------------
+
+    post("/jobs", "SubmitJob", None, "Submit a training job (spec in context.spec).")
+    post("/jobs/<job>/cancel", "CancelJob", "job", "Cancel a job; the unearned is refunded.")
+    post("/leases", "RequestLease", None, "Lease the next queued segment of a job.")
+    post("/leases/<lease>/heartbeat", "Heartbeat", "lease", "Extend a held lease.")
+    post("/leases/<lease>/commitment", "Commit", "lease", "Commit a leased segment's result.")
+    post("/commitments/<commitment>/verdict", "PostVerdict", "commitment", "Post a verdict.")
+    post("/disputes/<dispute>/ruling", "RuleDispute", "dispute", "Rule on a dispute.")
+
+    listing(
+        "/jobs",
+        Job,
+        _filters(
+            "JobFilters",
+            status="submitted | running | completed | cancelled | expired",
+            developer="address",
+        ),
+        "Jobs, in submission order.",
+        lambda q: _all(_eq("status", q["status"]), _eq("developer", _address(q["developer"]))),
+    )
+    listing(
+        "/leases",
+        Lease,
+        _filters(
+            "LeaseFilters",
+            job="job id",
+            provider="address",
+            state="open | committed | expired | revoked",
+        ),
+        "Leases, in the order granted.",
+        lambda q: _all(
+            _eq("job", q["job"]), _eq("provider", _address(q["provider"])), _eq("state", q["state"])
+        ),
+    )
+    listing(
+        "/commitments",
+        Commitment,
+        _filters(
+            "CommitmentFilters",
+            job="job id",
+            verifier="address",
+            status="pending | accepted | disputed | fraud",
+        ),
+        "Commitments, in the order recorded.",
+        lambda q: _all(
+            _eq("job", q["job"]),
+            _eq("verifier", _address(q["verifier"])),
+            _eq("status", q["status"]),
+        ),
+    )
+    listing(
+        "/disputes",
+        Dispute,
+        _filters("DisputeFilters", referee="address", status="open | fraud | cleared"),
+        "Disputes, in the order opened.",
+        lambda q: _all(_eq("referee", _address(q["referee"])), _eq("status", q["status"])),
+    )
+
+    def _one(cls: type[Any], key: str, what: str) -> Any:
+        try:
+            aggregate = network.get(UUID(key))
+        except ValueError:
+            raise NotFound(what, key) from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(what, key)
+        return aggregate
+
+    @blp.route("/jobs/<job>")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 404)
+    def get_job(job: str) -> dict[str, Any]:
+        """A job: spec, status, escrow accounting, the segment in flight."""
+        return _one(Job, job, "job").to_json()  # type: ignore[no-any-return]
+
+    @blp.route("/jobs/<job>/segments")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 404)
+    def get_segments(job: str) -> dict[str, Any]:
+        """A job's segments: steps, and who trained and verified each accepted one."""
+        found: Job = _one(Job, job, "job")
+        accepted = {record["segment"]: record for record in found.accepted}
+        segments = []
+        for index, (start, end) in enumerate(found.segments):
+            state = (
+                "accepted"
+                if index in accepted
+                else (found.segment_state if index == found.current else "waiting")
+            )
+            segments.append(
+                {
+                    "segment": index,
+                    "start_step": start,
+                    "end_step": end,
+                    "state": state,
+                    **accepted.get(index, {}),
+                }
+            )
+        return {"id": found.key, "segments": segments}
+
+    @blp.route("/leases/<lease>")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 404)
+    def get_lease(lease: str) -> dict[str, Any]:
+        """A lease: segment, provider, assigned verifier, price, deadline, state."""
+        return _one(Lease, lease, "lease").to_json()  # type: ignore[no-any-return]
+
+    @blp.route("/commitments/<commitment>")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 404)
+    def get_commitment(commitment: str) -> dict[str, Any]:
+        """A commitment, its beacon and the transitions its verifier must re-execute."""
+        found: Commitment = _one(Commitment, commitment, "commitment")
+        beacon = network.beacon(found.key)
+        return {
+            **found.to_json(),
+            "beacon": "0x" + beacon.hex(),
+            "sample_indices": expected_samples(found, beacon),
+        }
+
+    @blp.route("/disputes/<dispute>")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 404)
+    def get_dispute(dispute: str) -> dict[str, Any]:
+        """A dispute: the accused step, accuser, referee, deadline and ruling."""
+        return _one(Dispute, dispute, "dispute").to_json()  # type: ignore[no-any-return]
+
+    @blp.route("/tasks")
+    @blp.arguments(_filters("TaskFilters", verifier="address (required)"), location="query")
+    @blp.response(200, ItemSchema)
+    @documents_problems(blp, 400)
+    def get_tasks(query: dict[str, Any]) -> dict[str, Any]:
+        """A verifier's work: commitments awaiting its verdict, disputes awaiting its ruling."""
+        verifier = _address(query["verifier"])
+        if verifier is None:
+            raise Problem(
+                INVALID_REQUEST, "verifier: required", errors={"query": {"verifier": ["required"]}}
+            )
+        verdicts = _scan(
+            catalog, Commitment, lambda c: c.status == "pending" and c.verifier == verifier
+        )
+        rulings = _scan(catalog, Dispute, lambda d: d.status == "open" and d.referee == verifier)
+        return {
+            "verifier": verifier,
+            "verdicts": [c.to_json() for c in verdicts],
+            "rulings": [d.to_json() for d in rulings],
+        }
+
+    return blp
+
+
+def _scan(catalog: Catalog, cls: type[Any], keep: Keep) -> list[Any]:
+    found: list[Any] = []
+    cursor: int | None = 0
+    while cursor is not None and len(found) < 100:
+        items, cursor = catalog.page(cls, cursor, 100, keep)
+        found += items
+    return found[:100]
+
+
+def _address(value: str | None) -> str | None:
+    return None if value is None else parse_address(value, "address")
+
+
+def _all(*keeps: Keep | None) -> Keep | None:
+    active = [k for k in keeps if k is not None]
+    if not active:
+        return None
+    return lambda item: all(k(item) for k in active)
+
+
+def _cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 12:
+        raise Problem(
+            INVALID_REQUEST,
+            f"cursor {cursor!r} is not a cursor this list gave",
+            errors={"query": {"cursor": ["expected the next_cursor of the previous page"]}},
+        )
+    return int(cursor)
