@@ -42,7 +42,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gateway(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_gateway(data_dir: Path, port: int, workers: int = 2) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-c",
@@ -52,7 +52,7 @@ def start_gateway(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
-        "2",
+        str(workers),
         "--data-dir",
         str(data_dir),
         "--chain-id",
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--transfers", type=int, default=6000)
     parser.add_argument("--reads", type=int, default=12000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     say(f"machine: {machine()}")
     operator, funding, commands = workload(2 * args.transfers)
@@ -139,7 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as data_dir:
         operator.save(Path(data_dir) / "operator.pem")
         port = free_port()
-        process = start_gateway(Path(data_dir), port)
+        process = start_gateway(Path(data_dir), port, args.workers)
         try:
             fund = json.dumps({"commands": [c.to_json() for c in funding]}).encode()
             drive(port, "POST", "/commands/batch", [fund], 1)

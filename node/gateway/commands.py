@@ -124,17 +124,18 @@ def submit_command(
     `extra` is the request's unsigned `context` (a SubmitJob's job spec); it is turned
     into the protocol's CommandContext here and passed only when the request had one.
     """
-    if extra is None:
-        return services.network.submit(signed)
-    return services.network.submit(signed, context=command_context(extra))
+    # The committer verifies the signature in this thread, then applies the command in
+    # the next group commit of this process (node/gateway/committer.py).
+    return services.committer.submit(signed, None if extra is None else command_context(extra))
 
 
 def submit_batch(
     services: Services, commands: Sequence[SignedCommand]
 ) -> list[CommandResult | ProtocolError]:
-    """Apply commands in one transaction (group commit); a refused one changes nothing
-    and is reported in its slot. Batched commands carry no context."""
-    return services.network.submit_many(commands)
+    """Apply commands in order through this process's group committer (one transaction
+    per group, shared with concurrent requests); a refused one changes nothing and is
+    reported in its slot. Batched commands carry no context."""
+    return services.committer.submit_many(commands)
 
 
 def blueprint(services: Services) -> GatewayBlueprint:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -56,6 +57,32 @@ class GroupCommitter:
         pending = _Pending(verified, context, Future())
         self._queue.put(pending, timeout=wait_seconds_max)
         return pending.result.result(timeout=wait_seconds_max)
+
+    def submit_many(self, commands: Sequence[SignedCommand]) -> list[CommandResult | ProtocolError]:
+        """Verify each command here, apply them all (in order, in the coming groups), and
+        return each one's result or error in its slot."""
+        if self._stopped:
+            raise CommitterStopped("the gateway is shutting down")
+        slots: list[CommandResult | ProtocolError | _Pending] = []
+        for command in commands:
+            try:
+                verified = verify_command(command, self.network.chain_id)
+            except ProtocolError as error:
+                slots.append(error)
+                continue
+            pending = _Pending(verified, None, Future())
+            self._queue.put(pending, timeout=wait_seconds_max)
+            slots.append(pending)
+        results: list[CommandResult | ProtocolError] = []
+        for slot in slots:
+            if not isinstance(slot, _Pending):
+                results.append(slot)
+                continue
+            try:
+                results.append(slot.result.result(timeout=wait_seconds_max))
+            except ProtocolError as error:
+                results.append(error)
+        return results
 
     def stop(self) -> None:
         self._stopped = True

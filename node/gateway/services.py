@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from node.blobs import BlobStore
+from node.gateway.committer import GroupCommitter
 from node.gateway.config import GatewayConfig
 from node.gateway.feed import Feed
 from node.gateway.metrics import Metrics
@@ -31,12 +32,15 @@ class Services:
     metrics: Metrics
     # The compute read model, fed by the same event log as the feed.
     catalog: Catalog
+    # Single-command requests of this process, applied in groups (one transaction each).
+    committer: GroupCommitter
 
     @property
     def chain_id(self) -> int:
         return self.network.chain_id
 
     def close(self) -> None:
+        self.committer.stop()
         self.network.close()
 
 
@@ -59,7 +63,8 @@ def open_services(config: GatewayConfig) -> Services:
         blobs = BlobStore(config.blob_dir, config.blob_bytes_max)
         feed = Feed(network, operator)
         catalog = Catalog(network.event_log)
-        return Services(config, network, operator, feed, blobs, Metrics(), catalog)
+        committer = GroupCommitter(network)
+        return Services(config, network, operator, feed, blobs, Metrics(), catalog, committer)
     except BaseException:
         network.close()
         raise
