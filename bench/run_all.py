@@ -21,6 +21,7 @@ from bench.common import machine  # noqa: E402
 QUICK_ARGS = {
     "bench_ledger.py": ["--transfers", "1000", "--single", "100"],
     "bench_audit.py": ["--events", "20000"],
+    "bench_gateway.py": ["--transfers", "1000", "--reads", "2000"],
 }
 
 

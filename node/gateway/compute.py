@@ -82,7 +82,7 @@ def blueprint(services: Services) -> GatewayBlueprint:
 
         view.__name__ = f"post_{kind}"
         view.__doc__ = summary
-        decorated = documents_problems(blp, 400, 401, 403, 404, 409, 413)(view)
+        decorated = documents_problems(blp, 400, 403, 404, 409, 413, 415, 503)(view)
         decorated = blp.alt_response(
             200, schema=CommandResultSchema, description="A retry: the first answer", success=True
         )(decorated)

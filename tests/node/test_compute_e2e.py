@@ -281,3 +281,46 @@ def test_openapi_documents_the_compute_resources(gateway: RunningGateway) -> Non
         "/providers",
     ):
         assert path in paths, path
+
+
+def _refused(client: GatewayClient, path: str, body: dict[str, Any]) -> tuple[int, str]:
+    before = log_size(client)
+    with pytest.raises(GatewayError) as caught:
+        client.post_json(path, body)
+    assert log_size(client) == before
+    return caught.value.status, caught.value.problem["type"].rsplit("/", 1)[1]
+
+
+def test_compute_refusals_over_http_are_problems_that_change_nothing(
+    gateway: RunningGateway,
+) -> None:
+    """Insufficient funds for a budget, a replayed nonce, an illegal transition and a
+    path id that is not the signed one each get their 4xx problem and record nothing."""
+    client = gateway.client()
+    broke = key(0xB40CE)
+    spec = small_spec()
+    submit = signed(gateway, broke, "SubmitJob", specHash="0x" + spec.digest().hex())
+    body = {**submit.to_json(), "context": {"spec": spec.to_json()}}
+    assert _refused(client, "/jobs", body) == (409, "insufficient-funds")
+
+    client.post_json("/dev/deposit", {"account": broke.address, "asset": "BLACK", "amount": BLACK})
+    accepted = post(client, "/jobs", submit, {"spec": spec.to_json()})
+    job = accepted["outcome"]["job"]
+    cancel = signed(gateway, broke, "CancelJob", job=job)
+    post(client, f"/jobs/{job}/cancel", cancel)
+
+    replay = signed(
+        gateway,
+        broke,
+        "SubmitJob",
+        specHash=submit.message["specHash"],
+        nonce=submit.message["nonce"],
+    )
+    replay_body = {**replay.to_json(), "context": {"spec": spec.to_json()}}
+    assert _refused(client, "/jobs", replay_body) == (409, "nonce-replayed")
+    again = signed(gateway, broke, "CancelJob", job=job)
+    assert _refused(client, f"/jobs/{job}/cancel", again.to_json()) == (409, "invalid-transition")
+    other = signed(gateway, broke, "CancelJob", job=job)
+    assert _refused(client, f"/jobs/{NO_JOB}/cancel", other.to_json()) == (400, "invalid-input")
+    stranger = signed(gateway, key(0x5757), "CancelJob", job=job)
+    assert _refused(client, f"/jobs/{job}/cancel", stranger.to_json()) == (403, "unauthorized")
