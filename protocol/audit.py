@@ -13,6 +13,7 @@ The first failure by position wins, wherever it was found.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -36,8 +37,19 @@ from protocol.commands import (
     payload_digest,
 )
 from protocol.errors import AuditFailure, ProtocolError
+from protocol.jobs import Job
 from protocol.keys import recover_address
-from protocol.ledger import RESERVE, Account, Leg, account_id, balance_key, check_balanced
+from protocol.ledger import (
+    ESCROW_PREFIX,
+    RESERVE,
+    UNBONDING,
+    Account,
+    Leg,
+    account_id,
+    balance_key,
+    check_balanced,
+    escrow_bucket,
+)
 from protocol.log import (
     COMPUTE_AGGREGATES,
     CREATION_TYPES,
@@ -48,6 +60,7 @@ from protocol.log import (
     event_from_leaf,
     split_export_line,
 )
+from protocol.participants import Bond, bond_id
 
 chunk_lines = 2000
 _RECEIPT_MARK = b'"type":"Receipt.Accepted"'
@@ -221,6 +234,10 @@ class Replayer:
         # Whether the latest receipt is a compute command's: only those change compute
         # aggregates (providers, jobs, leases...), right after their postings.
         self._compute_open = False
+        # Jobs and unbonding stakes whose ledger side must be compared with their compute
+        # side once the command that touched them is complete.
+        self._dirty_jobs: set[UUID] = set()
+        self._dirty_bonds: set[str] = set()
         # Ids of receipts and nonce records seen: each may be created only once.
         self._records: set[UUID] = set()
         self.deposits: dict[str, int] = {}
@@ -284,6 +301,10 @@ class Replayer:
         elif isinstance(aggregate, COMPUTE_AGGREGATES):
             if not self._compute_open:
                 raise AuditFailure(index, f"{type_name} without a compute command before it")
+            if isinstance(aggregate, Job):
+                self._dirty_jobs.add(aggregate_id)
+            elif isinstance(aggregate, Bond):
+                self._dirty_bonds.add(aggregate.address)
         else:
             raise AuditFailure(index, f"event type {type_name} does not belong in the ledger log")
 
@@ -306,6 +327,7 @@ class Replayer:
                     )
                 self._pending_nonce = None
                 return
+            self._check_compute(index)
             self.commands += 1
             self._compute_open = parse_kind(data["kind"]).computed
             self._pending_id = leaf["id"]
@@ -330,6 +352,11 @@ class Replayer:
         if self._pending.pop(account.name) != data["legs"]:
             raise AuditFailure(index, f"legs posted to {account.name} differ from the receipt's")
         for _name, asset, bucket, _side, _amount in data["legs"]:
+            if bucket == UNBONDING:
+                self._dirty_bonds.add(account.name)
+            elif bucket.startswith(ESCROW_PREFIX):
+                with contextlib.suppress(ValueError):
+                    self._dirty_jobs.add(UUID(bucket[len(ESCROW_PREFIX) :]))
             value = account.balances.get(balance_key(asset, bucket), 0)
             if value < 0:
                 raise AuditFailure(
@@ -362,10 +389,41 @@ class Replayer:
                     f"deposits - withdrawals {net}",
                 )
 
+    def _check_compute(self, index: int) -> None:
+        """The compute side and the ledger side of what the last command touched agree:
+        a job's escrow bucket holds budget - paid - refunded, and an address's unbonding
+        bucket holds the sum of its unbonding entries."""
+        for job_id in self._dirty_jobs:
+            job = self.aggregates.get(job_id)
+            if not isinstance(job, Job):
+                continue  # The escrow of a plain ledger EscrowLock: no compute side.
+            ledger = self.aggregates.get(account_id(job.developer))
+            held = (
+                ledger.balance(job.currency, escrow_bucket(job.key))
+                if isinstance(ledger, Account)
+                else 0
+            )
+            if held != job.escrow or job.escrow < 0:
+                raise AuditFailure(
+                    index, f"job {job.key}: escrow bucket holds {held}, the job says {job.escrow}"
+                )
+        for address in self._dirty_bonds:
+            bond = self.aggregates.get(bond_id(address))
+            entries = sum(amount for amount, _ in bond.entries) if isinstance(bond, Bond) else 0
+            ledger = self.aggregates.get(account_id(address))
+            held = ledger.balance("BLACK", UNBONDING) if isinstance(ledger, Account) else 0
+            if held != entries:
+                raise AuditFailure(
+                    index, f"{address}: unbonding bucket holds {held}, its entries {entries}"
+                )
+        self._dirty_jobs.clear()
+        self._dirty_bonds.clear()
+
     def finish(self) -> None:
         if self.events == 0:
             raise AuditFailure(0, "the log is empty")
         self._close_pending(self.events)
+        self._check_compute(self.events)
 
     def totals(self) -> dict[str, dict[str, int]]:
         assets = self.liabilities.keys() | self.reserve.keys() | self.deposits.keys()

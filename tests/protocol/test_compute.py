@@ -50,7 +50,7 @@ from protocol.ledger import (
     VAULT_ACCOUNT,
     escrow_bucket,
 )
-from protocol.log import EventLog, split_export_line, write_export
+from protocol.log import EventLog, export_line, split_export_line, write_export
 from protocol.participants import ACTIVE, JAILED
 from protocol.sampling import detection_probability
 from protocol.storage import Storage, memory_storage
@@ -958,3 +958,27 @@ def test_committed_segments_awaiting_judgment_count_against_the_stake(world: Wor
     w.verdict(commitment)
     assert w.get_provider(provider).unverified == 0
     w.lease(provider, second)
+
+
+def test_audit_catches_a_job_whose_accounting_disagrees_with_its_escrow(world: World) -> None:
+    """A log whose Job event claims a payment its escrow postings never made (line and
+    leaf hash rewritten to match) fails the audit at the next command, naming the job."""
+    w = world
+    w.setup()
+    job = w.submit_job()
+    w.run_segment(w.providers[0], job)
+    w.fund(w.developer, 1)
+    lines = export(w)
+    forged = []
+    for line in lines:
+        parts = split_export_line(line)
+        if parts is not None:
+            leaf = canonical.decode(parts[0])
+            if leaf["type"] == "Job.SegmentAccepted":
+                leaf["data"]["payment"] += 1
+                line = export_line(leaf)[0]
+        forged.append(line)
+    assert audit_lines(lines, workers=0).ok
+    report = audit_lines(forged, workers=0)
+    assert report.error is not None
+    assert f"job {job}: escrow bucket holds" in report.error.reason
