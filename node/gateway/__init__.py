@@ -31,7 +31,6 @@ _RESOURCES: tuple[Callable[[Services], GatewayBlueprint], ...] = (
     accounts.blueprint,
     events.blueprint,
     blobs.blueprint,
-    compute.blueprint,
 )
 _DESCRIPTION = (
     "Signed commands in, the tamper-evident event log and content-addressed blobs out. "
@@ -69,6 +68,8 @@ def _build(config: GatewayConfig, services: Services) -> Flask:
         api.spec.components.schema(schema_name, schema=schema)
     for resource in _RESOURCES:
         api.register_blueprint(resource(services))
+    for compute_resource in compute.blueprints(services):
+        api.register_blueprint(compute_resource)
     if config.dev:
         api.register_blueprint(dev.blueprint(services))
     # flask-smorest serves its document without describing it; describe it too, so that

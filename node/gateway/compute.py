@@ -57,14 +57,32 @@ class ItemSchema(ma.Schema):
         return original
 
 
-def blueprint(services: Services) -> GatewayBlueprint:
-    blp = GatewayBlueprint("compute", __name__, description="The compute protocol")
+RESOURCES = {
+    "providers": "GPU providers: hardware, prices, status, reputation, stake",
+    "verifiers": "Verifiers: staked re-executors of sampled steps and referees",
+    "stake": "Stake and unbonding",
+    "jobs": "Training jobs and their segments",
+    "leases": "Leases of segments to providers, heartbeats, commitments",
+    "commitments": "Committed segment results, their beacon and sampled steps, verdicts",
+    "disputes": "Disputes opened by failed verdicts, and rulings",
+    "tasks": "A verifier's pending work",
+}
+
+
+def blueprints(services: Services) -> list[GatewayBlueprint]:
+    """One blueprint per compute resource (see RESOURCES)."""
+    bp = {
+        name: GatewayBlueprint(name, f"{__name__}.{name}", description=text)
+        for name, text in RESOURCES.items()
+    }
     network = services.network
     catalog = services.catalog
     page_args = page_args_schema(services.config)
     ItemsPage = page_schema("ComputePage", ItemSchema)
 
     def post(rule: str, kind: str, path_field: str | None, summary: str) -> None:
+        blp = bp[rule.split("/")[1]]
+
         def view(body: dict[str, Any], **path: str) -> tuple[dict[str, Any], int]:
             extra = body.pop("context")
             signed = SignedCommand.from_json(body)
@@ -97,6 +115,8 @@ def blueprint(services: Services) -> GatewayBlueprint:
         summary: str,
         keep: Callable[[dict[str, Any]], Keep | None],
     ) -> None:
+        blp = bp[rule.split("/")[1]]
+
         def view(query: dict[str, Any], args: dict[str, Any]) -> Page:
             start = _cursor(args["cursor"])
             items, next_position = catalog.page(cls, start, args["limit"], keep(query))
@@ -139,9 +159,9 @@ def blueprint(services: Services) -> GatewayBlueprint:
         lambda q: None,
     )
 
-    @blp.route("/providers/<address>")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 400, 404)
+    @bp["providers"].route("/providers/<address>")
+    @bp["providers"].response(200, ItemSchema)
+    @documents_problems(bp["providers"], 400, 404)
     def get_provider(address: str) -> dict[str, Any]:
         """A provider: hardware, prices, status, reputation, leases held, stake."""
         address = parse_address(address, "address")
@@ -150,9 +170,9 @@ def blueprint(services: Services) -> GatewayBlueprint:
             raise NotFound("provider", address)
         return {**provider.to_json(), **_stake(address)}
 
-    @blp.route("/verifiers/<address>")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 400, 404)
+    @bp["verifiers"].route("/verifiers/<address>")
+    @bp["verifiers"].response(200, ItemSchema)
+    @documents_problems(bp["verifiers"], 400, 404)
     def get_verifier(address: str) -> dict[str, Any]:
         """A verifier: verdicts, rulings, how often it was upheld, stake."""
         address = parse_address(address, "address")
@@ -161,9 +181,9 @@ def blueprint(services: Services) -> GatewayBlueprint:
             raise NotFound("verifier", address)
         return {**verifier.to_json(), **_stake(address)}
 
-    @blp.route("/stake/<address>")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 400)
+    @bp["stake"].route("/stake/<address>")
+    @bp["stake"].response(200, ItemSchema)
+    @documents_problems(bp["stake"], 400)
     def get_stake(address: str) -> dict[str, Any]:
         """An address's stake, unbonding stake and release times."""
         address = parse_address(address, "address")
@@ -245,16 +265,16 @@ def blueprint(services: Services) -> GatewayBlueprint:
             raise NotFound(what, key)
         return aggregate
 
-    @blp.route("/jobs/<job>")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 404)
+    @bp["jobs"].route("/jobs/<job>")
+    @bp["jobs"].response(200, ItemSchema)
+    @documents_problems(bp["jobs"], 404)
     def get_job(job: str) -> dict[str, Any]:
         """A job: spec, status, escrow accounting, the segment in flight."""
         return _one(Job, job, "job").to_json()  # type: ignore[no-any-return]
 
-    @blp.route("/jobs/<job>/segments")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 404)
+    @bp["jobs"].route("/jobs/<job>/segments")
+    @bp["jobs"].response(200, ItemSchema)
+    @documents_problems(bp["jobs"], 404)
     def get_segments(job: str) -> dict[str, Any]:
         """A job's segments: steps, and who trained and verified each accepted one."""
         found: Job = _one(Job, job, "job")
@@ -277,16 +297,16 @@ def blueprint(services: Services) -> GatewayBlueprint:
             )
         return {"id": found.key, "segments": segments}
 
-    @blp.route("/leases/<lease>")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 404)
+    @bp["leases"].route("/leases/<lease>")
+    @bp["leases"].response(200, ItemSchema)
+    @documents_problems(bp["leases"], 404)
     def get_lease(lease: str) -> dict[str, Any]:
         """A lease: segment, provider, assigned verifier, price, deadline, state."""
         return _one(Lease, lease, "lease").to_json()  # type: ignore[no-any-return]
 
-    @blp.route("/commitments/<commitment>")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 404)
+    @bp["commitments"].route("/commitments/<commitment>")
+    @bp["commitments"].response(200, ItemSchema)
+    @documents_problems(bp["commitments"], 404)
     def get_commitment(commitment: str) -> dict[str, Any]:
         """A commitment, its beacon and the transitions its verifier must re-execute."""
         found: Commitment = _one(Commitment, commitment, "commitment")
@@ -297,17 +317,17 @@ def blueprint(services: Services) -> GatewayBlueprint:
             "sample_indices": expected_samples(found, beacon),
         }
 
-    @blp.route("/disputes/<dispute>")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 404)
+    @bp["disputes"].route("/disputes/<dispute>")
+    @bp["disputes"].response(200, ItemSchema)
+    @documents_problems(bp["disputes"], 404)
     def get_dispute(dispute: str) -> dict[str, Any]:
         """A dispute: the accused step, accuser, referee, deadline and ruling."""
         return _one(Dispute, dispute, "dispute").to_json()  # type: ignore[no-any-return]
 
-    @blp.route("/tasks")
-    @blp.arguments(_filters("TaskFilters", verifier="address (required)"), location="query")
-    @blp.response(200, ItemSchema)
-    @documents_problems(blp, 400)
+    @bp["tasks"].route("/tasks")
+    @bp["tasks"].arguments(_filters("TaskFilters", verifier="address (required)"), location="query")
+    @bp["tasks"].response(200, ItemSchema)
+    @documents_problems(bp["tasks"], 400)
     def get_tasks(query: dict[str, Any]) -> dict[str, Any]:
         """A verifier's work: commitments awaiting its verdict, disputes awaiting its ruling."""
         verifier = _address(query["verifier"])
@@ -325,7 +345,7 @@ def blueprint(services: Services) -> GatewayBlueprint:
             "rulings": [d.to_json() for d in rulings],
         }
 
-    return blp
+    return list(bp.values())
 
 
 def _scan(catalog: Catalog, cls: type[Any], keep: Keep) -> list[Any]:
