@@ -28,13 +28,23 @@ from protocol import canonical
 from protocol.application import Network
 from protocol.audit import Replayer, audit_lines, read_lines
 from protocol.keys import PrivateKey
-from protocol.log import EventLog, split_export_line, write_export
+from protocol.log import EVENT_TYPES, EventLog, split_export_line, write_export
 from protocol.storage import sqlite_storage
 
 CHAIN_ID = 31337
 OUT = Path(__file__).resolve().parent / "out"
 # Events per simulated command, roughly: receipt, nonce record, two or three postings.
 events_per_command_guess = 3.8
+
+
+def format_tag() -> str:
+    """A short digest of the log's event registry and fields: a cached export made
+    before the format changed is not reused."""
+    shape = sorted(
+        (name, sorted(getattr(cls, "__dataclass_fields__", {})))
+        for name, cls in EVENT_TYPES.items()
+    )
+    return hashlib.sha256(repr(shape).encode()).hexdigest()[:12]
 
 
 def make_export(path: Path, events: int) -> None:
@@ -84,7 +94,7 @@ def main() -> int:
     args = parser.parse_args()
     say(f"# {machine()}")
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"audit-{args.events}.jsonl"
+    path = OUT / f"audit-{args.events}-{format_tag()}.jsonl"
     if not path.exists():
         make_export(path, args.events)
     floor = baseline_seconds(path)
