@@ -19,6 +19,18 @@ from eventsourcing.domain import Aggregate
 
 from node.gateway.api import GatewayBlueprint, documents_problems
 from node.gateway.commands import CommandRequestSchema, CommandResultSchema, submit_command
+from node.gateway.compute_schemas import (
+    CommitmentDetailSchema,
+    CommitmentSchema,
+    DisputeSchema,
+    JobSchema,
+    LeaseSchema,
+    ProviderSchema,
+    SegmentsSchema,
+    StakeSchema,
+    TasksSchema,
+    VerifierSchema,
+)
 from node.gateway.paging import Page, page_args_schema, page_schema
 from node.gateway.problems import INVALID_REQUEST, Problem
 from node.gateway.services import Services
@@ -45,18 +57,6 @@ def _filters(name: str, **fields: str) -> type[ma.Schema]:
     )
 
 
-class ItemSchema(ma.Schema):
-    """A protocol object as JSON (fields per specs/compute.md); unknown keys pass through."""
-
-    class Meta:
-        unknown = ma.INCLUDE
-
-    @ma.post_dump(pass_original=True)
-    def _whole(self, data: dict[str, Any], original: Any, **kwargs: Any) -> Any:
-        # The protocol object's own JSON is the response; the schema only names it.
-        return original
-
-
 RESOURCES = {
     "providers": "GPU providers: hardware, prices, status, reputation, stake",
     "verifiers": "Verifiers: staked re-executors of sampled steps and referees",
@@ -78,7 +78,6 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
     network = services.network
     catalog = services.catalog
     page_args = page_args_schema(services.config)
-    ItemsPage = page_schema("ComputePage", ItemSchema)
 
     def post(rule: str, kind: str, path_field: str | None, summary: str) -> None:
         blp = bp[rule.split("/")[1]]
@@ -114,8 +113,10 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         filters: type[ma.Schema],
         summary: str,
         keep: Callable[[dict[str, Any]], Keep | None],
+        item: type[ma.Schema],
     ) -> None:
         blp = bp[rule.split("/")[1]]
+        items_page = page_schema(f"{cls.__name__}Page", item)
 
         def view(query: dict[str, Any], args: dict[str, Any]) -> Page:
             start = _cursor(args["cursor"])
@@ -128,7 +129,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         view.__name__ = f"list_{cls.__name__.lower()}"
         view.__doc__ = summary
         decorated = documents_problems(blp, 400)(view)
-        decorated = blp.response(200, ItemsPage)(decorated)
+        decorated = blp.response(200, items_page)(decorated)
         decorated = blp.arguments(page_args, location="query", as_kwargs=False)(decorated)
         decorated = blp.arguments(filters, location="query", as_kwargs=False)(decorated)
         blp.route(rule, methods=["GET"], endpoint=view.__name__)(decorated)
@@ -150,6 +151,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         _filters("ProviderFilters", status="active | paused | jailed"),
         "Registered providers, in registration order.",
         lambda q: _eq("status", q["status"]),
+        ProviderSchema,
     )
     listing(
         "/verifiers",
@@ -157,10 +159,11 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         _filters("VerifierFilters"),
         "Registered verifiers, in registration order.",
         lambda q: None,
+        VerifierSchema,
     )
 
     @bp["providers"].route("/providers/<address>")
-    @bp["providers"].response(200, ItemSchema)
+    @bp["providers"].response(200, ProviderSchema)
     @documents_problems(bp["providers"], 400, 404)
     def get_provider(address: str) -> dict[str, Any]:
         """A provider: hardware, prices, status, reputation, leases held, stake."""
@@ -171,7 +174,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         return {**provider.to_json(), **_stake(address)}
 
     @bp["verifiers"].route("/verifiers/<address>")
-    @bp["verifiers"].response(200, ItemSchema)
+    @bp["verifiers"].response(200, VerifierSchema)
     @documents_problems(bp["verifiers"], 400, 404)
     def get_verifier(address: str) -> dict[str, Any]:
         """A verifier: verdicts, rulings, how often it was upheld, stake."""
@@ -182,7 +185,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         return {**verifier.to_json(), **_stake(address)}
 
     @bp["stake"].route("/stake/<address>")
-    @bp["stake"].response(200, ItemSchema)
+    @bp["stake"].response(200, StakeSchema)
     @documents_problems(bp["stake"], 400)
     def get_stake(address: str) -> dict[str, Any]:
         """An address's stake, unbonding stake and release times."""
@@ -217,6 +220,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         ),
         "Jobs, in submission order.",
         lambda q: _all(_eq("status", q["status"]), _eq("developer", _address(q["developer"]))),
+        JobSchema,
     )
     listing(
         "/leases",
@@ -231,6 +235,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         lambda q: _all(
             _eq("job", q["job"]), _eq("provider", _address(q["provider"])), _eq("state", q["state"])
         ),
+        LeaseSchema,
     )
     listing(
         "/commitments",
@@ -247,6 +252,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
             _eq("verifier", _address(q["verifier"])),
             _eq("status", q["status"]),
         ),
+        CommitmentSchema,
     )
     listing(
         "/disputes",
@@ -254,6 +260,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         _filters("DisputeFilters", referee="address", status="open | fraud | cleared"),
         "Disputes, in the order opened.",
         lambda q: _all(_eq("referee", _address(q["referee"])), _eq("status", q["status"])),
+        DisputeSchema,
     )
 
     def _one(cls: type[Any], key: str, what: str) -> Any:
@@ -266,14 +273,14 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         return aggregate
 
     @bp["jobs"].route("/jobs/<job>")
-    @bp["jobs"].response(200, ItemSchema)
+    @bp["jobs"].response(200, JobSchema)
     @documents_problems(bp["jobs"], 404)
     def get_job(job: str) -> dict[str, Any]:
         """A job: spec, status, escrow accounting, the segment in flight."""
         return _one(Job, job, "job").to_json()  # type: ignore[no-any-return]
 
     @bp["jobs"].route("/jobs/<job>/segments")
-    @bp["jobs"].response(200, ItemSchema)
+    @bp["jobs"].response(200, SegmentsSchema)
     @documents_problems(bp["jobs"], 404)
     def get_segments(job: str) -> dict[str, Any]:
         """A job's segments: steps, and who trained and verified each accepted one."""
@@ -298,14 +305,14 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         return {"id": found.key, "segments": segments}
 
     @bp["leases"].route("/leases/<lease>")
-    @bp["leases"].response(200, ItemSchema)
+    @bp["leases"].response(200, LeaseSchema)
     @documents_problems(bp["leases"], 404)
     def get_lease(lease: str) -> dict[str, Any]:
         """A lease: segment, provider, assigned verifier, price, deadline, state."""
         return _one(Lease, lease, "lease").to_json()  # type: ignore[no-any-return]
 
     @bp["commitments"].route("/commitments/<commitment>")
-    @bp["commitments"].response(200, ItemSchema)
+    @bp["commitments"].response(200, CommitmentDetailSchema)
     @documents_problems(bp["commitments"], 404)
     def get_commitment(commitment: str) -> dict[str, Any]:
         """A commitment, its beacon and the transitions its verifier must re-execute."""
@@ -318,7 +325,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
         }
 
     @bp["disputes"].route("/disputes/<dispute>")
-    @bp["disputes"].response(200, ItemSchema)
+    @bp["disputes"].response(200, DisputeSchema)
     @documents_problems(bp["disputes"], 404)
     def get_dispute(dispute: str) -> dict[str, Any]:
         """A dispute: the accused step, accuser, referee, deadline and ruling."""
@@ -326,7 +333,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
 
     @bp["tasks"].route("/tasks")
     @bp["tasks"].arguments(_filters("TaskFilters", verifier="address (required)"), location="query")
-    @bp["tasks"].response(200, ItemSchema)
+    @bp["tasks"].response(200, TasksSchema)
     @documents_problems(bp["tasks"], 400)
     def get_tasks(query: dict[str, Any]) -> dict[str, Any]:
         """A verifier's work: commitments awaiting its verdict, disputes awaiting its ruling."""
