@@ -42,7 +42,11 @@ def overdue(catalog: Catalog, now: int) -> Iterator[tuple[str, int, str]]:
         if not job.finished and job.deadline < now:
             yield job.key, job.deadline, "job deadline passed"
     for commitment in _all(catalog, Commitment):
-        if commitment.status == "pending" and commitment.verdict_deadline < now:
+        if commitment.status != "pending":
+            continue
+        if commitment.openings is None and commitment.opening_deadline < now:
+            yield commitment.key, commitment.opening_deadline, "sampled states not opened"
+        elif commitment.verdict_deadline < now:
             yield commitment.key, commitment.verdict_deadline, "verdict overdue"
     for dispute in _all(catalog, Dispute):
         if dispute.status == "open" and (not dispute.referee or dispute.deadline < now):

@@ -345,6 +345,11 @@ COMPUTE_KINDS: dict[str, CommandKind] = {
             "commit a leased segment's result: checkpoints, step-state Merkle root, losses",
         ),
         _compute_kind(
+            "OpenSamples",
+            (("commitment", "string"), ("openings", "bytes32")),
+            "publish the digest of the openings manifest of a commitment's sampled states",
+        ),
+        _compute_kind(
             "PostVerdict",
             (
                 ("commitment", "string"),

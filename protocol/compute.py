@@ -99,6 +99,8 @@ class ComputeParams:
     stake_per_gpu_min: int = 10 * BLACK_UNIT
     verifier_stake_min: int = 10 * BLACK_UNIT
     lease_seconds: int = 300
+    # Time a provider has, after committing, to publish the openings of its sampled states.
+    opening_seconds: int = 300
     verdict_seconds: int = 600
     dispute_seconds: int = 600
     unbonding_seconds: int = 7 * 24 * 3600
@@ -681,6 +683,7 @@ def _commit(context: Context, command: VerifiedCommand) -> Decision:
     salt = context.salt if context.salt is not None else secrets.token_bytes(32)
     samples = samples_for(params, job, lease.steps)
     verdict_deadline = context.now + params.verdict_seconds
+    opening_deadline = context.now + params.opening_seconds
 
     def apply() -> list[Aggregate]:
         commitment = Commitment(
@@ -699,6 +702,7 @@ def _commit(context: Context, command: VerifiedCommand) -> Decision:
             salt="0x" + salt.hex(),
             samples=samples,
             verdict_deadline=verdict_deadline,
+            opening_deadline=opening_deadline,
         )
         lease.close("committed")
         job.segment_committed(lease.segment, lease.key, key)
@@ -850,6 +854,71 @@ def _post_verdict(context: Context, command: VerifiedCommand) -> Decision:
     )
 
 
+def _confirm_fraud(
+    context: Context, commitment: Commitment, job: Job, beneficiary: str
+) -> tuple[list[Leg], int, Callable[[str], list[Aggregate]]]:
+    """What confirmed fraud (or an unopened sample, which costs the same) does: slash the
+    provider (a bounty to `beneficiary`, the rest to the treasury), jail it, and requeue
+    the segment unpaid, or drop it and refund the escrow held for it if the job ended."""
+    state, params = context.state, context.params
+    legs, slashed, from_unbonding, bond = _slash_legs(
+        context, commitment.provider, params.fraud_slash_bps, beneficiary
+    )
+    lease = _lease(state, commitment.lease)
+    provider = state.get(provider_id(commitment.provider))
+    jailed_until = context.now + params.jail_seconds
+    refund = job.escrow if job.finished else 0
+    legs += _refund_legs(job, refund)
+
+    def punish(reason: str) -> list[Aggregate]:
+        touched: list[Aggregate] = [commitment, job]
+        commitment.resolve("fraud")
+        if job.finished:
+            job.segment_dropped(commitment.segment, lease.key, f"{reason} after the job ended")
+            if refund:
+                job.refund(refund)
+        else:
+            job.segment_requeued(commitment.segment, lease.key, reason)
+        if isinstance(provider, Provider):
+            provider.judged(commitment.key, False)
+            provider.set_status(JAILED, reason, jailed_until)
+            touched.append(provider)
+        if bond is not None and from_unbonding:
+            bond.slashed(from_unbonding)
+            touched.append(bond)
+        return touched
+
+    return legs, slashed, punish
+
+
+def _open_samples(context: Context, command: VerifiedCommand) -> Decision:
+    """The provider publishes the digest of its openings manifest (a blob holding the
+    sampled states and their inclusion proofs) once, before the opening deadline."""
+    m, signer = command.message, command.signer
+    commitment = _commitment(context.state, m["commitment"])
+    if signer != commitment.provider:
+        raise UnauthorizedActor(signer, f"provider of commitment {commitment.key}")
+    if commitment.openings is not None or commitment.status != "pending":
+        raise InvalidTransition(
+            f"commitment {commitment.key} is {commitment.status}"
+            + (" and already opened" if commitment.openings else ""),
+            entity="commitment",
+            state=commitment.status,
+        )
+    if context.now > commitment.opening_deadline:
+        raise InvalidTransition(
+            f"the opening deadline {commitment.opening_deadline} has passed",
+            entity="commitment",
+            state="unopened",
+        )
+
+    def apply() -> list[Aggregate]:
+        commitment.open(m["openings"], context.now)
+        return [commitment]
+
+    return Decision([], apply, {"commitment": commitment.key, "openings": m["openings"]})
+
+
 def _rule_dispute(context: Context, command: VerifiedCommand) -> Decision:
     m, state, signer, params = command.message, context.state, command.signer, context.params
     dispute = _get(state, Dispute, _uuid(m["dispute"], "dispute"), "dispute", m["dispute"])
@@ -863,38 +932,17 @@ def _rule_dispute(context: Context, command: VerifiedCommand) -> Decision:
     job = _job(state, dispute.job)
     referee = _get(state, Verifier, verifier_id(signer), "verifier", signer)
     accuser = state.get(verifier_id(dispute.accuser))
-    provider = state.get(provider_id(dispute.provider))
     if m["fraud"]:
-        legs, slashed, from_unbonding, bond = _slash_legs(
-            context, dispute.provider, params.fraud_slash_bps, dispute.accuser
-        )
-        lease = _lease(state, commitment.lease)
-        jailed_until = context.now + params.jail_seconds
-        refund = job.escrow if job.finished else 0
-        legs += _refund_legs(job, refund)
+        legs, slashed, punish = _confirm_fraud(context, commitment, job, dispute.accuser)
 
         def apply_fraud() -> list[Aggregate]:
-            touched: list[Aggregate] = [dispute, commitment, job, referee]
+            touched: list[Aggregate] = [dispute, referee]
             dispute.rule(True, m["reason"], slashed)
-            commitment.resolve("fraud")
             referee.ruled(dispute.key, True)
-            if job.finished:
-                job.segment_dropped(commitment.segment, lease.key, "fraud after the job ended")
-                if refund:
-                    job.refund(refund)
-            else:
-                job.segment_requeued(commitment.segment, lease.key, "fraud confirmed")
-            if isinstance(provider, Provider):
-                provider.judged(commitment.key, False)
-                provider.set_status(JAILED, "fraud confirmed", jailed_until)
-                touched.append(provider)
             if isinstance(accuser, Verifier):
                 accuser.judged(dispute.key, True)
                 touched.append(accuser)
-            if bond is not None and from_unbonding:
-                bond.slashed(from_unbonding)
-                touched.append(bond)
-            return touched
+            return [*touched, *punish("fraud confirmed")]
 
         return Decision(
             legs, apply_fraud, {"dispute": dispute.key, "fraud": True, "slashed": slashed}
@@ -954,6 +1002,22 @@ def _sweep(context: Context, command: VerifiedCommand) -> Decision:
         return Decision([], apply_lease, {"lease": lease.key, "expired": True})
     if isinstance(aggregate, Commitment):
         commitment = aggregate
+        if (
+            commitment.status == "pending"
+            and commitment.openings is None
+            and now > commitment.opening_deadline
+        ):
+            # Sampling rule 4: not opening the sampled states costs what fraud costs; the
+            # bounty goes to the verifier who was kept waiting.
+            job = _job(state, commitment.job)
+            legs, slashed, punish = _confirm_fraud(context, commitment, job, commitment.verifier)
+
+            def apply_unopened() -> list[Aggregate]:
+                return punish("sampled states not opened")
+
+            return Decision(
+                legs, apply_unopened, {"commitment": commitment.key, "slashed": slashed}
+            )
         if commitment.status != "pending" or now <= commitment.verdict_deadline:
             raise InvalidTransition(
                 f"commitment {commitment.key} is not overdue",
@@ -1013,6 +1077,7 @@ _HANDLERS: Mapping[str, Handler] = {
     "RequestLease": _request_lease,
     "Heartbeat": _heartbeat,
     "Commit": _commit,
+    "OpenSamples": _open_samples,
     "PostVerdict": _post_verdict,
     "RuleDispute": _rule_dispute,
     "Sweep": _sweep,

@@ -298,6 +298,7 @@ class Commitment(Aggregate):
         salt: str,
         samples: int,
         verdict_deadline: int,
+        opening_deadline: int,
     ) -> None:
         self.key = key
         self.lease = lease
@@ -314,10 +315,19 @@ class Commitment(Aggregate):
         self.salt = salt
         self.samples = samples
         self.verdict_deadline = verdict_deadline
+        self.opening_deadline = opening_deadline
+        # 0x SHA-256 of the openings manifest blob, once the provider has published it.
+        self.openings: str | None = None
+        self.opened_at = 0
         # pending -> accepted | disputed -> accepted | fraud; or dropped (job finished)
         self.status = "pending"
         self.verdict: dict[str, Any] | None = None
         self.dispute: str | None = None
+
+    @event("Opened")
+    def open(self, openings: str, at: int) -> None:
+        self.openings = openings
+        self.opened_at = at
 
     @event("VerifierReassigned")
     def reassign(self, verifier: str, verdict_deadline: int) -> None:
@@ -362,6 +372,9 @@ class Commitment(Aggregate):
             "salt": self.salt,
             "samples": self.samples,
             "verdict_deadline": self.verdict_deadline,
+            "opening_deadline": self.opening_deadline,
+            "openings": self.openings,
+            "opened_at": self.opened_at,
             "status": self.status,
             "verdict": self.verdict,
             "dispute": self.dispute,

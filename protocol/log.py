@@ -73,6 +73,7 @@ LOG_EVENT_TYPES: tuple[tuple[type[Aggregate], str], ...] = (
     (Lease, "Extended"),
     (Lease, "Closed"),
     (Commitment, "Recorded"),
+    (Commitment, "Opened"),
     (Commitment, "VerifierReassigned"),
     (Commitment, "Verdict"),
     (Commitment, "Disputed"),

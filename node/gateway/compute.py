@@ -207,6 +207,12 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
     post("/leases", "RequestLease", None, "Lease the next queued segment of a job.")
     post("/leases/<lease>/heartbeat", "Heartbeat", "lease", "Extend a held lease.")
     post("/leases/<lease>/commitment", "Commit", "lease", "Commit a leased segment's result.")
+    post(
+        "/commitments/<commitment>/openings",
+        "OpenSamples",
+        "commitment",
+        "Publish the openings manifest of the sampled states.",
+    )
     post("/commitments/<commitment>/verdict", "PostVerdict", "commitment", "Post a verdict.")
     post("/disputes/<dispute>/ruling", "RuleDispute", "dispute", "Rule on a dispute.")
 

@@ -127,6 +127,13 @@ def test_job_lifecycle_over_http_settles_exactly_and_the_log_audits(
                 lossTrace="0x" + "3f800000" * steps,
             ),
         )["outcome"]["commitment"]
+        post(
+            client,
+            f"/commitments/{commitment}/openings",
+            signed(
+                gateway, PROVIDER, "OpenSamples", commitment=commitment, openings="0x" + "0e" * 32
+            ),
+        )
         tasks = client.get_json("/tasks", {"verifier": VERIFIER.address})
         assert [t["id"] for t in tasks["verdicts"]] == [commitment]
         detail = client.get_json(f"/commitments/{commitment}")

@@ -133,9 +133,18 @@ class World:
             "lossTrace": "0x" + "3f800000" * lease.steps,
         }
 
-    def commit(self, who: PrivateKey, lease_key: str, *, root: str | None = None) -> str:
+    def commit(
+        self, who: PrivateKey, lease_key: str, *, root: str | None = None, opened: bool = True
+    ) -> str:
+        """Commit a lease's segment and, like an honest provider, publish its openings."""
         result = self.submit(who, "Commit", **self.commit_fields(lease_key, root=root))
-        return str(result.outcome["commitment"])
+        commitment = str(result.outcome["commitment"])
+        if opened:
+            self.open_samples(who, commitment)
+        return commitment
+
+    def open_samples(self, who: PrivateKey, commitment: str) -> CommandResult:
+        return self.submit(who, "OpenSamples", commitment=commitment, openings="0x" + "0e" * 32)
 
     def verifier_key(self, address: str) -> PrivateKey:
         return next(k for k in (*self.verifiers, self.developer) if k.address == address)

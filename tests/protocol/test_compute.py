@@ -982,3 +982,52 @@ def test_audit_catches_a_job_whose_accounting_disagrees_with_its_escrow(world: W
     report = audit_lines(forged, workers=0)
     assert report.error is not None
     assert f"job {job}: escrow bucket holds" in report.error.reason
+
+
+def test_a_commitment_whose_samples_are_not_opened_costs_what_fraud_costs(world: World) -> None:
+    """Past the opening deadline with no openings published, the operator's sweep slashes
+    the provider as for fraud (bounty to the waiting verifier), jails it and requeues the
+    segment unpaid; openings after the deadline are refused."""
+    w = world
+    w.setup()
+    job = w.submit_job()
+    provider = w.providers[0]
+    lease = w.lease(provider, job)
+    commitment = w.commit(provider, lease["lease"], opened=False)
+    refused(w, InvalidTransition, w.operator, "Sweep", target=commitment, reason="early")
+    w.now = w.get_commitment(commitment).opening_deadline + 1
+    refused(
+        w,
+        InvalidTransition,
+        provider,
+        "OpenSamples",
+        commitment=commitment,
+        openings="0x" + "0e" * 32,
+    )
+    verifier = lease["verifier"]
+    before = w.balance(verifier)
+    w.sweep(commitment)
+    slashed = STAKED * PARAMS.fraud_slash_bps // 10_000
+    split = slash_split(slashed, PARAMS.bounty_bps)
+    assert w.balance(verifier) == before + split.bounty
+    assert w.balance(provider, STAKE) == STAKED - slashed
+    assert w.get_provider(provider).status == JAILED
+    assert w.get_commitment(commitment).status == "fraud"
+    assert (w.get_job(job).segment_state, w.get_job(job).current) == (QUEUED, 0)
+
+
+def test_only_the_provider_opens_its_commitment_and_only_once(world: World) -> None:
+    """OpenSamples from anyone but the commitment's provider, or a second time, is refused
+    and records nothing."""
+    w = world
+    w.setup()
+    job = w.submit_job()
+    provider = w.providers[0]
+    commitment = w.commit(provider, w.lease(provider, job)["lease"], opened=False)
+    digest = "0x" + "0e" * 32
+    refused(
+        w, UnauthorizedActor, w.providers[1], "OpenSamples", commitment=commitment, openings=digest
+    )
+    w.open_samples(provider, commitment)
+    assert w.get_commitment(commitment).openings == digest
+    refused(w, InvalidTransition, provider, "OpenSamples", commitment=commitment, openings=digest)
