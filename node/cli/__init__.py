@@ -6,6 +6,7 @@ import click
 
 from node.cli.audit import audit
 from node.cli.compute import account, job, provider
+from node.cli.dataset import dataset
 from node.cli.demo import demo
 from node.cli.gateway import gateway
 from node.cli.keys import keys
@@ -31,3 +32,4 @@ main.add_command(gateway)
 main.add_command(provider)
 main.add_command(job)
 main.add_command(account)
+main.add_command(dataset)
