@@ -41,6 +41,12 @@ probability_denominator_max = 2**256
 # they run to hundreds of thousands of bits and a single call to seconds of CPU, which an
 # API caller must not be able to ask for.
 miss_terms_max = 2**16
+# `uniform_subset` draws from ranges of up to 2**32 (a job's examples; a 32-bit word still
+# covers every value) and keeps O(k) state, bounded as a job's batch and a segment's
+# sample count are.
+SUBSET_SEED_BYTES = 32
+subset_range_max = 2**32
+subset_size_max = 2**20
 
 _WORD_BYTES = 4
 _WORDS_PER_BLOCK = 32 // _WORD_BYTES
@@ -118,17 +124,36 @@ def sample_indices(
     seed = sample_seed(commitment_root, beacon, verifier)
     _check_steps(segment_steps)
     _check_count(samples, "samples", 0, segment_steps)
-    if samples == segment_steps:
-        # Every transition is sampled; the shuffle below would return the same set.
-        return list(range(segment_steps))
+    return _partial_shuffle(seed, segment_steps, samples)
+
+
+def uniform_subset(seed: bytes, n: int, k: int) -> list[int]:
+    """Return k distinct integers of 0..n-1, drawn from `seed` as `sample_indices` draws, sorted.
+
+    The same word stream and partial Fisher-Yates as the sampling rule (specs/
+    compute_sampling_fees.md §2), keyed by any 32-byte seed: the training batch of a step
+    is `uniform_subset` of a seed derived from the job's seed and the step number
+    (specs/proof.md), so any single step's batch is known without replaying the others.
+    """
+    _check_bytes(seed, "seed", SUBSET_SEED_BYTES)
+    _check_count(n, "n", 1, subset_range_max)
+    _check_count(k, "k", 0, min(n, subset_size_max))
+    return _partial_shuffle(seed, n, k)
+
+
+def _partial_shuffle(seed: bytes, n: int, k: int) -> list[int]:
+    """The first k entries of a Fisher-Yates shuffle of 0..n-1 driven by `seed`, sorted."""
+    if k == n:
+        # Every index is drawn; the shuffle below would return the same set.
+        return list(range(n))
     stream = _WordStream(seed)
-    # Partial Fisher-Yates over the virtual array [0, 1, ..., S - 1]. Only the positions
-    # a swap has touched are stored, so memory is O(samples) rather than O(S).
+    # Partial Fisher-Yates over the virtual array [0, 1, ..., n - 1]. Only the positions
+    # a swap has touched are stored, so memory is O(k) rather than O(n).
     moved: dict[int, int] = {}
-    for i in range(samples):
-        j = i + stream.below(segment_steps - i)
+    for i in range(k):
+        j = i + stream.below(n - i)
         moved[i], moved[j] = moved.get(j, j), moved.get(i, i)
-    return sorted(moved[i] for i in range(samples))
+    return sorted(moved[i] for i in range(k))
 
 
 class _WordStream:

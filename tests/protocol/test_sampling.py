@@ -26,6 +26,9 @@ from protocol.sampling import (
     sample_seed,
     samples_needed,
     segment_steps_max,
+    subset_range_max,
+    subset_size_max,
+    uniform_subset,
 )
 
 _PROPERTY = settings(deadline=None, print_blob=True)
@@ -355,3 +358,82 @@ def test_exact_odds_past_the_term_limit_are_still_given_when_certain() -> None:
     """Huge sample and fake counts that must overlap answer 1 without computing any ratio."""
     assert miss_terms_max < 2**19
     assert detection_probability(2**20, 2**19 + 1, 2**19) == 1
+
+
+# --- uniform_subset: the same draw keyed by any 32-byte seed ------------------------------
+
+
+def _reference_subset(seed: bytes, n: int, k: int) -> list[int]:
+    """The spec's partial Fisher-Yates, on a full list, keyed directly by `seed`."""
+    words: list[int] = []
+    counter = 0
+    deck = list(range(n))
+    for i in range(k):
+        size = n - i
+        mask = 2 ** len(bin(size - 1)[2:]) - 1 if size > 1 else 0
+        while True:
+            if not words:
+                block = hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+                counter += 1
+                words.extend(int.from_bytes(block[j : j + 4], "big") for j in range(0, 32, 4))
+            x = words.pop(0) & mask
+            if x < size:
+                break
+        deck[i], deck[i + x] = deck[i + x], deck[i]
+    return sorted(deck[:k])
+
+
+SUBSET_VECTORS = [
+    (sample_seed(ZERO, ZERO, ZERO_VERIFIER), 10, 3, [0, 2, 5]),
+    (ROOT, 2**32, 5, [691701950, 952885781, 2360485257, 2849432832, 3497703202]),
+    (ROOT, 1797, 8, [190, 517, 533, 1040, 1087, 1238, 1280, 1416]),
+    (ROOT, 6, 6, [0, 1, 2, 3, 4, 5]),
+    (ROOT, 1, 1, [0]),
+    (ROOT, 5, 0, []),
+]
+
+
+@pytest.mark.parametrize(("seed", "n", "k", "expected"), SUBSET_VECTORS)
+def test_uniform_subset_known_answers(seed: bytes, n: int, k: int, expected: list[int]) -> None:
+    """Pinned subsets (specs/proof.md §1.3) match the module and the plain reference."""
+    assert uniform_subset(seed, n, k) == expected
+    if n <= 2000:
+        assert _reference_subset(seed, n, k) == expected
+
+
+@_PROPERTY
+@given(_bytes32, st.integers(1, 3000), st.data())
+def test_uniform_subset_agrees_with_the_reference_and_the_sampling_rule(
+    seed: bytes, n: int, data: st.DataObject
+) -> None:
+    """For random seeds the subset is the reference's, distinct, sorted and in range."""
+    k = data.draw(st.integers(0, n))
+    subset = uniform_subset(seed, n, k)
+    assert subset == _reference_subset(seed, n, k)
+    assert subset == sorted(set(subset)) and len(subset) == k
+    assert all(0 <= i < n for i in subset)
+
+
+def test_sample_indices_is_uniform_subset_of_the_sample_seed() -> None:
+    """The sampling rule is uniform_subset keyed by the sample seed."""
+    seed = sample_seed(ROOT, BEACON, VERIFIER)
+    assert sample_indices(ROOT, BEACON, VERIFIER, 1000, 43) == uniform_subset(seed, 1000, 43)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: uniform_subset(ROOT[:31], 10, 1), "seed"),
+        (lambda: uniform_subset(ROOT, 0, 0), "n"),
+        (lambda: uniform_subset(ROOT, subset_range_max + 1, 1), "n"),
+        (lambda: uniform_subset(ROOT, 10, 11), "k"),
+        (lambda: uniform_subset(ROOT, 2**32, subset_size_max + 1), "k"),
+        (lambda: uniform_subset(ROOT, 10, -1), "k"),
+    ],
+)
+def test_uniform_subset_refuses_out_of_range_input(call: object, field: str) -> None:
+    """A short seed, an empty range or a k outside 0..min(n, limit) names its field."""
+    assert callable(call)
+    with pytest.raises(InvalidInput) as caught:
+        call()
+    assert caught.value.field == field
