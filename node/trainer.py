@@ -1,0 +1,140 @@
+"""Training a leased segment: the provider's side of a commitment.
+
+From the segment's start state, run its steps with the job's computation (the
+reproducible kernels in `exact` mode, stock PyTorch in `tolerance` mode), hashing the
+state before the first step and after every step (the commitment's S + 1 leaves,
+`protocol.openings`), recording each step's loss (the loss trace) and keeping every
+`checkpoint_every`-th state so that any sampled state can be recomputed for its opening
+without keeping them all: an opening of step i re-runs at most `checkpoint_every - 1`
+steps from the checkpoint before it (the trade-off is measured in bench/).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from protocol.jobspec import JobSpec, VerificationMode
+from protocol.openings import commitment_root
+from verifier.kernels import apply_update, forward_backward
+from verifier.model import Hyper, TrainState, hyper_from_spec
+from verifier.reexecute import Examples, step_batch
+from verifier.torch_step import torch_train_step
+
+Progress = Callable[[int, float], None]
+checkpoint_every_default = 16
+
+
+@dataclass
+class SegmentRun:
+    """What training a segment produced."""
+
+    start: TrainState
+    end: TrainState
+    state_hashes: list[bytes]
+    losses: list[float]
+    checkpoints: dict[int, TrainState] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    hash_seconds: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def root(self) -> bytes:
+        return commitment_root(self.state_hashes)
+
+    def loss_trace(self) -> str:
+        """The losses as the Commit message carries them: float32, big-endian, 0x-hex."""
+        return "0x" + b"".join(struct.pack(">f", loss) for loss in self.losses).hex()
+
+
+def step_function(
+    spec: JobSpec,
+) -> Callable[[TrainState, Any, Any, Hyper], tuple[TrainState, float]]:
+    """One step of the job's computation: the next state and the step's loss."""
+    if spec.verification.mode is VerificationMode.EXACT:
+
+        def exact(state: TrainState, x: Any, y: Any, hyper: Hyper) -> tuple[TrainState, float]:
+            loss, grads = forward_backward(state.params, x, y)
+            return apply_update(state, grads, hyper), float(loss)
+
+        return exact
+
+    def tolerance(state: TrainState, x: Any, y: Any, hyper: Hyper) -> tuple[TrainState, float]:
+        # The loss of the batch at the state the step starts from, as the kernels define
+        # it; torch's own step is what moves the state.
+        loss, _ = forward_backward(state.params, x, y)
+        return torch_train_step(state, x, y, hyper), float(loss)
+
+    return tolerance
+
+
+def train_segment(
+    spec: JobSpec,
+    data: Examples,
+    start: TrainState,
+    end_step: int,
+    *,
+    checkpoint_every: int = checkpoint_every_default,
+    progress: Progress | None = None,
+) -> SegmentRun:
+    """Train from `start` (state `start.step`) up to state `end_step`."""
+    if not start.step < end_step <= spec.total_steps:
+        raise ValueError(f"end_step {end_step} does not follow state {start.step}")
+    if checkpoint_every < 1:
+        raise ValueError("checkpoint_every: at least 1")
+    hyper = hyper_from_spec(spec.optimizer)
+    step = step_function(spec)
+    started = time.perf_counter()
+    hashing = 0.0
+    state = start
+    clock = time.perf_counter()
+    hashes = [state.hash()]
+    hashing += time.perf_counter() - clock
+    losses: list[float] = []
+    checkpoints = {start.step: start}
+    while state.step < end_step:
+        x, y = step_batch(spec, data, state.step)
+        state, loss = step(state, x, y, hyper)
+        losses.append(float(np.float32(loss)))
+        clock = time.perf_counter()
+        hashes.append(state.hash())
+        hashing += time.perf_counter() - clock
+        if (state.step - start.step) % checkpoint_every == 0:
+            checkpoints[state.step] = state
+        if progress is not None:
+            progress(state.step, losses[-1])
+    checkpoints[state.step] = state
+    return SegmentRun(
+        start,
+        state,
+        hashes,
+        losses,
+        checkpoints,
+        time.perf_counter() - started - hashing,
+        hashing,
+    )
+
+
+def state_at(spec: JobSpec, data: Examples, run: SegmentRun, step: int) -> TrainState:
+    """The state before step `step` of the run, recomputed from the nearest checkpoint
+    (and checked against the hash committed for it)."""
+    if not run.start.step <= step <= run.end.step:
+        raise ValueError(f"step {step} is outside the segment")
+    base = max(s for s in run.checkpoints if s <= step)
+    state = run.checkpoints[base]
+    hyper = hyper_from_spec(spec.optimizer)
+    advance = step_function(spec)
+    while state.step < step:
+        x, y = step_batch(spec, data, state.step)
+        state, _ = advance(state, x, y, hyper)
+    if state.hash() != run.state_hashes[step - run.start.step]:
+        raise AssertionError(f"recomputed state {step} differs from the one committed")
+    return state

@@ -1,0 +1,74 @@
+"""The provider's segment trainer: per-step state hashes, losses and checkpoints that a
+verifier's re-execution agrees with."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+
+from node.datasets import DatasetArrays, build_synthetic
+from node.trainer import state_at, train_segment
+from protocol.jobspec import JobSpec, VerificationMode, parse_job_spec
+from verifier.model import initial_state
+from verifier.reexecute import compare_exact, reexecute_step
+
+TINY = Path(__file__).resolve().parents[2] / "specs" / "examples" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def spec() -> JobSpec:
+    return parse_job_spec(yaml.safe_load(TINY.read_text()))
+
+
+@pytest.fixture(scope="module")
+def data(spec: JobSpec) -> object:
+    return build_synthetic(
+        1 - 1, spec.dataset.examples, spec.dataset.features, spec.dataset.classes
+    )
+
+
+def test_exact_training_is_reproducible_and_every_step_reexecutes_to_its_hash(
+    spec: JobSpec, data: DatasetArrays
+) -> None:
+    """Two runs of a segment commit to the same root, and the verifier's re-execution of
+    every step from the committed state gives exactly the next committed hash."""
+    start = initial_state(spec)
+    first = train_segment(spec, data, start, 12, checkpoint_every=4)
+    second = train_segment(spec, data, start, 12, checkpoint_every=5)
+    assert first.root == second.root and len(first.state_hashes) == 13
+    for step in range(12):
+        state = state_at(spec, data, first, step)
+        following = reexecute_step(spec, data, state)
+        assert compare_exact(following, first.state_hashes[step + 1]).ok
+    trace = bytes.fromhex(first.loss_trace()[2:])
+    assert [struct.unpack(">f", trace[i : i + 4])[0] for i in range(0, 48, 4)] == first.losses
+    assert first.losses[-1] < first.losses[0]
+
+
+def test_a_changed_state_is_caught_by_its_hash(spec: JobSpec, data: DatasetArrays) -> None:
+    """Recomputing an opened state that does not match its committed hash is refused."""
+    run = train_segment(spec, data, initial_state(spec), 6, checkpoint_every=3)
+    run.state_hashes[4] = bytes(32)
+    with pytest.raises(AssertionError):
+        state_at(spec, data, run, 4)
+
+
+def test_tolerance_mode_trains_with_torch_and_stays_close_to_the_kernels(
+    spec: JobSpec, data: DatasetArrays
+) -> None:
+    """In tolerance mode the segment is trained by stock PyTorch: its states differ from
+    the kernels' only by float32 rounding, and its loss falls."""
+    tolerant = dataclasses.replace(
+        spec,
+        verification=dataclasses.replace(spec.verification, mode=VerificationMode.TOLERANCE),
+    )
+    run = train_segment(tolerant, data, initial_state(tolerant), 8)
+    exact = train_segment(spec, data, initial_state(spec), 8)
+    assert run.root != exact.root or run.state_hashes == exact.state_hashes
+    for a, b in zip(run.end.params, exact.end.params, strict=True):
+        assert float(abs(a - b).max()) < 1e-4
+    assert run.losses[-1] < run.losses[0]
