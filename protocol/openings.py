@@ -11,12 +11,20 @@ h_{i+1}.
 
 The openings manifest is canonical JSON, and its SHA-256 is what `OpenSamples` signs:
 
-    {"version": "1", "root": "0x…", "steps": S, "openings": [
-       {"step": i, "state": "0x<sha256 of the state blob>",
+    {"version": "1", "root": "0x…", "steps": S,
+     "start_state_hash": "0x<h_0>", "start_proof": [...],
+     "end_state_hash": "0x<h_S>", "end_proof": [...],
+     "openings": [
+       {"step": i, "state": "0x<sha256 of the blob of state i>",
         "state_hash": "0x<h_i>", "proof": ["0x…", …],
+        "next_state": "0x<sha256 of the blob of state i+1>",
         "next_state_hash": "0x<h_i+1>", "next_proof": ["0x…", …]}, …]}
 
-with openings in ascending step order, one per sampled transition. This module knows
+with openings in ascending step order, one per sampled transition. The start and end
+leaves bind the commitment's checkpoints (the blobs `startCheckpoint` and
+`endCheckpoint` name) to the trajectory: whoever fetches a checkpoint checks that its
+state hashes to h_0 or h_S. Both states of an opening are published, so that a
+`tolerance`-mode verifier can compare tensors, not only hashes. This module knows
 nothing of tensors: it takes state hashes as given.
 """
 
@@ -44,6 +52,7 @@ class Opening:
     state: str
     state_hash: bytes
     proof: tuple[bytes, ...]
+    next_state: str
     next_state_hash: bytes
     next_proof: tuple[bytes, ...]
 
@@ -53,6 +62,7 @@ class Opening:
             "state": self.state,
             "state_hash": "0x" + self.state_hash.hex(),
             "proof": ["0x" + p.hex() for p in self.proof],
+            "next_state": self.next_state,
             "next_state_hash": "0x" + self.next_state_hash.hex(),
             "next_proof": ["0x" + p.hex() for p in self.next_proof],
         }
@@ -62,6 +72,10 @@ class Opening:
 class OpeningsManifest:
     root: bytes
     steps: int
+    start_state_hash: bytes
+    start_proof: tuple[bytes, ...]
+    end_state_hash: bytes
+    end_proof: tuple[bytes, ...]
     openings: tuple[Opening, ...]
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +83,10 @@ class OpeningsManifest:
             "version": OPENINGS_VERSION,
             "root": "0x" + self.root.hex(),
             "steps": self.steps,
+            "start_state_hash": "0x" + self.start_state_hash.hex(),
+            "start_proof": ["0x" + p.hex() for p in self.start_proof],
+            "end_state_hash": "0x" + self.end_state_hash.hex(),
+            "end_proof": ["0x" + p.hex() for p in self.end_proof],
             "openings": [o.to_json() for o in self.openings],
         }
 
@@ -93,10 +111,16 @@ def commitment_root(state_hashes: Sequence[bytes]) -> bytes:
 def open_steps(
     state_hashes: Sequence[bytes], steps: Sequence[int], state_blobs: Mapping[int, str]
 ) -> OpeningsManifest:
-    """The manifest opening each transition in `steps`; `state_blobs` maps a step to the
-    0x SHA-256 of the blob holding the full state before it."""
+    """The manifest opening each transition in `steps` (indices within the segment);
+    `state_blobs` maps an index to the 0x SHA-256 of the blob holding that state, for
+    every index i and i + 1 opened."""
     size = len(state_hashes)
+    leaves = list(state_hashes)
     root = commitment_root(state_hashes)
+
+    def proof(index: int) -> tuple[bytes, ...]:
+        return tuple(merkle.inclusion_proof(index, leaves))
+
     openings = []
     for step in sorted(set(steps)):
         if not 0 <= step < size - 1:
@@ -105,13 +129,16 @@ def open_steps(
             Opening(
                 step,
                 state_blobs[step],
-                state_hashes[step],
-                tuple(merkle.inclusion_proof(step, list(state_hashes))),
-                state_hashes[step + 1],
-                tuple(merkle.inclusion_proof(step + 1, list(state_hashes))),
+                leaves[step],
+                proof(step),
+                state_blobs[step + 1],
+                leaves[step + 1],
+                proof(step + 1),
             )
         )
-    return OpeningsManifest(root, size - 1, tuple(openings))
+    return OpeningsManifest(
+        root, size - 1, leaves[0], proof(0), leaves[-1], proof(size - 1), tuple(openings)
+    )
 
 
 def parse_manifest(data: bytes, *, digest: str, root: bytes, steps: int) -> OpeningsManifest:
@@ -131,6 +158,8 @@ def parse_manifest(data: bytes, *, digest: str, root: bytes, steps: int) -> Open
     if manifest.root != root or manifest.steps != steps:
         raise InvalidProof("manifest: for another commitment (root or steps differ)")
     size = steps + 1
+    merkle.verify_inclusion(manifest.start_state_hash, 0, size, manifest.start_proof, root)
+    merkle.verify_inclusion(manifest.end_state_hash, steps, size, manifest.end_proof, root)
     for opening in manifest.openings:
         merkle.verify_inclusion(opening.state_hash, opening.step, size, opening.proof, root)
         merkle.verify_inclusion(
@@ -151,6 +180,7 @@ def _from_json(document: Any) -> OpeningsManifest:
             _digest(o["state"]),
             _bytes32(o["state_hash"]),
             tuple(_bytes32(p) for p in _list(o["proof"])),
+            _digest(o["next_state"]),
             _bytes32(o["next_state_hash"]),
             tuple(_bytes32(p) for p in _list(o["next_proof"])),
         )
@@ -159,7 +189,15 @@ def _from_json(document: Any) -> OpeningsManifest:
     steps = [o.step for o in parsed]
     if steps != sorted(set(steps)):
         raise ValueError("openings: steps must be ascending and distinct")
-    return OpeningsManifest(_bytes32(document["root"]), _int(document["steps"]), parsed)
+    return OpeningsManifest(
+        _bytes32(document["root"]),
+        _int(document["steps"]),
+        _bytes32(document["start_state_hash"]),
+        tuple(_bytes32(p) for p in _list(document["start_proof"])),
+        _bytes32(document["end_state_hash"]),
+        tuple(_bytes32(p) for p in _list(document["end_proof"])),
+        parsed,
+    )
 
 
 def _int(value: Any) -> int:

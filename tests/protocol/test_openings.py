@@ -18,7 +18,9 @@ def hashes(count: int) -> list[bytes]:
 
 
 def blobs(steps: list[int]) -> dict[int, str]:
-    return {s: "0x" + hashlib.sha256(b"blob %d" % s).hexdigest() for s in steps}
+    """Blob digests of the states before and after each step."""
+    wanted = {s for s in steps} | {s + 1 for s in steps}
+    return {s: "0x" + hashlib.sha256(b"blob %d" % s).hexdigest() for s in wanted}
 
 
 @given(st.integers(1, 64), st.data())
@@ -39,6 +41,7 @@ def test_an_honest_manifest_parses_and_every_opening_proves(
             states[opening.step],
             states[opening.step + 1],
         )
+    assert (parsed.start_state_hash, parsed.end_state_hash) == (states[0], states[-1])
 
 
 def test_a_manifest_for_another_commitment_or_with_a_swapped_hash_is_refused() -> None:
