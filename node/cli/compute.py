@@ -6,6 +6,8 @@ sent to the gateway; the gateway never sees a private key.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import click
 import yaml
 from rich.table import Table
 
-from node.cli.common import json_option, out
+from node.cli.common import console, emit_json, json_option, out
 from node.cli.remote import Remote, gateway_option, key_option, load_key, print_facts, report
 from protocol.assets import Asset, parse_asset, to_base_units, to_display
 from protocol.errors import ProtocolError
@@ -317,3 +319,78 @@ def account_deposit_dev(
         "/dev/deposit", {"account": address, "asset": parsed.value, "amount": units}
     )
     report(as_json, result, lambda r: out.print(f"credited {amount} {parsed.value} to {address}"))
+
+
+@provider.command("run")
+@gateway_option
+@key_option
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".blacktail/datasets"),
+    show_default=True,
+    help="Where fetched datasets are kept (checked against their id on every use).",
+)
+@click.option("--checkpoint-every", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--max-segments", type=click.IntRange(1), default=None, help="Stop after this many.")
+@click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True)
+@json_option
+def provider_run(
+    gateway: str,
+    key_path: Path,
+    cache_dir: Path,
+    checkpoint_every: int,
+    max_segments: int | None,
+    poll_seconds: float,
+    as_json: bool,
+) -> None:
+    """Lease segments, train them, commit and open the sampled steps, until stopped."""
+    import threading
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from node.datasets import fetch
+    from node.provider import ProviderAgent
+
+    remote = Remote(gateway, key_path)
+    assert remote.key is not None
+    bar = Progress(
+        TextColumn("step {task.completed:.0f}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} steps/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+    )
+    task = bar.add_task("training", total=None, loss=float("nan"), rate=0.0)
+    started = [time.perf_counter(), 0]
+
+    def progress(step: int, loss: float) -> None:
+        started[1] += 1
+        rate = started[1] / max(time.perf_counter() - started[0], 1e-9)
+        bar.update(task, completed=step, loss=loss, rate=rate)
+
+    agent = ProviderAgent(
+        remote.client,
+        remote.key,
+        lambda dataset_id: fetch(dataset_id, remote.client, cache_dir),
+        chain_id=remote.chain_id,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+    )
+    stop = threading.Event()
+    with bar:
+        try:
+            reports = agent.run(stop, max_segments=max_segments, poll_seconds=poll_seconds)
+        except KeyboardInterrupt:
+            stop.set()
+            reports = []
+    rows = [dataclasses.asdict(r) for r in reports]
+    if as_json:
+        emit_json(rows)
+        return
+    for r in reports:
+        out.print(
+            f"job {r.job} segment {r.segment}: {r.steps} steps, loss {r.loss_first:.4f} -> "
+            f"{r.loss_last:.4f}, committed {r.commitment}, {r.samples} steps opened"
+        )

@@ -1,0 +1,228 @@
+"""The provider agent: lease segments from a gateway, train them, commit, open samples.
+
+One pass (`run_once`) looks for a job with a queued segment, leases it, trains it from
+the lease's start checkpoint (`node/trainer.py`) while a heartbeat thread keeps the lease
+alive, uploads the end checkpoint, signs the commitment, then opens the transitions the
+beacon sampled: the states before and after each (recomputed from the run's periodic
+checkpoints), their inclusion proofs in a manifest, and `OpenSamples` with its digest.
+A restarted agent needs no local state: a segment it did not commit comes back to the
+queue when its lease expires, and training always starts from the last accepted
+checkpoint, which the gateway names and the blob store holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from node.client import OCTET_STREAM, SAFETENSORS, GatewayClient, GatewayError
+from node.trainer import Progress, SegmentRun, checkpoint_every_default, state_at, train_segment
+from protocol.commands import sign_command
+from protocol.jobspec import JobSpec, parse_job_spec
+from protocol.keys import PrivateKey
+from protocol.openings import open_steps
+from verifier.checkpoints import SEED_CHECKPOINT, blob_digest, decode_state, encode_state
+from verifier.model import TrainState, initial_state
+from verifier.reexecute import Examples
+
+log = logging.getLogger(__name__)
+command_seconds = 600
+jobs_scanned_max = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentReport:
+    """What one leased segment came to."""
+
+    job: str
+    lease: str
+    segment: int
+    steps: int
+    commitment: str
+    openings: str
+    samples: int
+    loss_first: float
+    loss_last: float
+    train_seconds: float
+    hash_seconds: float
+    open_seconds: float
+
+
+class ProviderAgent:
+    """Works for the network with one key: leases, trains, commits and opens."""
+
+    def __init__(
+        self,
+        client: GatewayClient,
+        key: PrivateKey,
+        fetch_dataset: Callable[[str], Examples],
+        *,
+        chain_id: int,
+        checkpoint_every: int = checkpoint_every_default,
+        progress: Progress | None = None,
+    ) -> None:
+        self.client = client
+        self.key = key
+        self.fetch_dataset = fetch_dataset
+        self.chain_id = chain_id
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+
+    # -- signed commands ------------------------------------------------------------------
+
+    def command(self, path: str, kind: str, **fields: Any) -> dict[str, Any]:
+        fields.setdefault("clientId", f"provider-{secrets.token_hex(8)}")
+        fields["nonce"] = secrets.randbits(63)
+        fields["expiry"] = int(time.time()) + command_seconds
+        signed = sign_command(self.key, kind, self.chain_id, fields)
+        result: dict[str, Any] = self.client.post_json(path, signed.to_json())
+        return result
+
+    def register(self, **fields: Any) -> dict[str, Any]:
+        """RegisterProvider with the given message fields (device, gpus, prices, stake…)."""
+        return self.command("/providers", "RegisterProvider", **fields)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(
+        self, stop: threading.Event, *, max_segments: int | None = None, poll_seconds: float = 1.0
+    ) -> list[SegmentReport]:
+        """Work until `stop` is set (or `max_segments` are committed); gateway errors are
+        logged and retried after a pause, never fatal."""
+        reports: list[SegmentReport] = []
+        while not stop.is_set() and (max_segments is None or len(reports) < max_segments):
+            try:
+                report = self.run_once()
+            except (GatewayError, OSError) as error:
+                log.warning("gateway error, retrying: %s", error)
+                report = None
+            if report is None:
+                stop.wait(poll_seconds)
+            else:
+                reports.append(report)
+        return reports
+
+    def run_once(self) -> SegmentReport | None:
+        """Lease, train, commit and open one segment; None when there is no work."""
+        lease = self._lease()
+        if lease is None:
+            return None
+        job = self.client.get_json(f"/jobs/{lease['job']}")
+        spec = parse_job_spec(job["spec"])
+        data = self.fetch_dataset("0x" + spec.dataset.sha256.hex())
+        start = self._start_state(spec, lease)
+        run = self._train(spec, data, start, lease)
+        end = encode_state(run.end)
+        end_checkpoint = blob_digest(end)
+        self.client.put_blob(end_checkpoint, end, SAFETENSORS)
+        committed = self.command(
+            f"/leases/{lease['lease']}/commitment",
+            "Commit",
+            lease=lease["lease"],
+            startCheckpoint=lease["start_checkpoint"],
+            endCheckpoint=end_checkpoint,
+            root="0x" + run.root.hex(),
+            steps=run.steps,
+            lossTrace=run.loss_trace(),
+        )
+        commitment = committed["outcome"]["commitment"]
+        opened = time.perf_counter()
+        openings, samples = self._open(spec, data, run, commitment)
+        return SegmentReport(
+            lease["job"],
+            lease["lease"],
+            lease["segment"],
+            run.steps,
+            commitment,
+            openings,
+            samples,
+            run.losses[0],
+            run.losses[-1],
+            run.train_seconds,
+            run.hash_seconds,
+            time.perf_counter() - opened,
+        )
+
+    def _lease(self) -> dict[str, Any] | None:
+        for status in ("running", "submitted"):
+            page = self.client.get_json("/jobs", {"status": status, "limit": jobs_scanned_max})
+            for job in page["items"]:
+                if job["segment_state"] != "queued":
+                    continue
+                try:
+                    result = self.command("/leases", "RequestLease", job=job["id"])
+                except GatewayError as error:
+                    # Someone else leased it first, or this provider does not match it.
+                    log.info("no lease on %s: %s", job["id"], error)
+                    continue
+                outcome: dict[str, Any] = result["outcome"]
+                return outcome
+        return None
+
+    def _start_state(self, spec: JobSpec, lease: dict[str, Any]) -> TrainState:
+        if lease["start_checkpoint"] == SEED_CHECKPOINT:
+            return initial_state(spec)
+        data = self.client.get_blob(lease["start_checkpoint"])
+        state = decode_state(data, spec)
+        if state.step != lease["start_step"]:
+            raise GatewayError(
+                409, {"detail": f"checkpoint is state {state.step}, not {lease['start_step']}"}
+            )
+        return state
+
+    def _train(
+        self, spec: JobSpec, data: Examples, start: TrainState, lease: dict[str, Any]
+    ) -> SegmentRun:
+        stop = threading.Event()
+        beats = threading.Thread(target=self._heartbeats, args=(lease, stop), daemon=True)
+        beats.start()
+        try:
+            return train_segment(
+                spec,
+                data,
+                start,
+                lease["end_step"],
+                checkpoint_every=self.checkpoint_every,
+                progress=self.progress,
+            )
+        finally:
+            stop.set()
+            beats.join(timeout=10)
+
+    def _heartbeats(self, lease: dict[str, Any], stop: threading.Event) -> None:
+        # A third of the time left: two beats can be lost before the lease lapses.
+        interval = max(1.0, (lease["deadline"] - time.time()) / 3)
+        while not stop.wait(interval):
+            try:
+                self.command(
+                    f"/leases/{lease['lease']}/heartbeat", "Heartbeat", lease=lease["lease"]
+                )
+            except (GatewayError, OSError) as error:
+                log.warning("heartbeat for %s failed: %s", lease["lease"], error)
+
+    def _open(
+        self, spec: JobSpec, data: Examples, run: SegmentRun, commitment: str
+    ) -> tuple[str, int]:
+        detail = self.client.get_json(f"/commitments/{commitment}")
+        indices: list[int] = detail["sample_indices"]
+        blobs: dict[int, str] = {}
+        for index in sorted(set(indices) | {i + 1 for i in indices}):
+            state = state_at(spec, data, run, run.start.step + index)
+            encoded = encode_state(state)
+            blobs[index] = blob_digest(encoded)
+            self.client.put_blob(blobs[index], encoded, SAFETENSORS)
+        manifest = open_steps(run.state_hashes, indices, blobs)
+        digest = manifest.digest()
+        self.client.put_blob(digest, manifest.encode(), OCTET_STREAM)
+        self.command(
+            f"/commitments/{commitment}/openings",
+            "OpenSamples",
+            commitment=commitment,
+            openings=digest,
+        )
+        return digest, len(indices)

@@ -1,0 +1,162 @@
+"""The provider agent against a real gateway (gunicorn on 127.0.0.1): it leases, trains,
+commits and opens every sampled transition so that a verifier's re-execution agrees."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from node.client import GatewayClient
+from node.datasets import build_synthetic, fetch, publish, save_dataset
+from node.provider import ProviderAgent
+from protocol.commands import sign_command
+from protocol.jobspec import JobSpec, parse_job_spec
+from protocol.keys import PrivateKey
+from protocol.openings import parse_manifest
+from protocol.sampling import sample_indices
+from tests.gateway_server import RunningGateway, run_gateway
+from verifier.checkpoints import decode_state
+from verifier.reexecute import compare_exact, reexecute_step
+
+TINY = Path(__file__).resolve().parents[2] / "specs" / "examples" / "tiny.yaml"
+BLACK = 10**18
+
+
+def key(number: int) -> PrivateKey:
+    return PrivateKey.from_bytes(number.to_bytes(32, "big"))
+
+
+DEVELOPER, PROVIDER, VERIFIER = key(0xDE71), key(0x9011), key(0x7011)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    with run_gateway(tmp_path_factory.mktemp("provider-gw"), workers=2) as running:
+        yield running
+
+
+def command(
+    gw: RunningGateway,
+    client: GatewayClient,
+    who: PrivateKey,
+    path: str,
+    kind: str,
+    context: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Any:
+    fields.setdefault("clientId", f"t-{time.time_ns()}")
+    fields.setdefault("nonce", time.time_ns())
+    fields.setdefault("expiry", int(time.time()) + 600)
+    body = sign_command(who, kind, gw.chain_id, fields).to_json()
+    if context is not None:
+        body["context"] = context
+    return client.post_json(path, body)
+
+
+def short_spec() -> JobSpec:
+    document = yaml.safe_load(TINY.read_text())
+    document["total_steps"], document["segment_steps"] = 20, 10
+    return parse_job_spec(document)
+
+
+def verify_like_a_verifier(
+    client: GatewayClient, spec: JobSpec, data: Any, commitment: str
+) -> list[int]:
+    """Check a commitment's openings the way a verifier does; return the sample."""
+    detail = client.get_json(f"/commitments/{commitment}")
+    root = bytes.fromhex(detail["root"][2:])
+    sample = sample_indices(
+        root,
+        bytes.fromhex(detail["beacon"][2:]),
+        VERIFIER.address,
+        detail["steps"],
+        detail["samples"],
+    )
+    assert sample == detail["sample_indices"]
+    manifest = parse_manifest(
+        client.get_blob(detail["openings"]),
+        digest=detail["openings"],
+        root=root,
+        steps=detail["steps"],
+    )
+    assert [o.step for o in manifest.openings] == sample
+    for opening in manifest.openings:
+        state = decode_state(client.get_blob(opening.state), spec)
+        assert state.hash() == opening.state_hash
+        assert state.step == detail["start_step"] + opening.step
+        assert compare_exact(reexecute_step(spec, data, state), opening.next_state_hash).ok
+    end = decode_state(client.get_blob(detail["end_checkpoint"]), spec)
+    assert end.hash() == manifest.end_state_hash
+    return sample
+
+
+def test_provider_agent_trains_commits_and_opens_until_the_job_completes(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    """Two segments leased and trained by the agent, each opened so that re-execution of
+    every sampled step matches, are accepted and paid; the second starts from the first's
+    end checkpoint; the job completes."""
+    client = gateway.client()
+    built = build_synthetic(0, 512, 16, 4)
+    save_dataset(built, tmp_path / "tiny")
+    spec = short_spec()
+    assert publish(tmp_path / "tiny", client) == "0x" + spec.dataset.sha256.hex()
+    for who in (DEVELOPER, PROVIDER, VERIFIER):
+        client.post_json(
+            "/dev/deposit", {"account": who.address, "asset": "BLACK", "amount": 100 * BLACK}
+        )
+    command(gateway, client, VERIFIER, "/verifiers", "RegisterVerifier", stake=20 * BLACK)
+    data = fetch("0x" + spec.dataset.sha256.hex(), client, tmp_path / "cache")
+    steps: list[int] = []
+    agent = ProviderAgent(
+        client,
+        PROVIDER,
+        lambda dataset_id: fetch(dataset_id, client, tmp_path / "cache"),
+        chain_id=gateway.chain_id,
+        checkpoint_every=4,
+        progress=lambda step, loss: steps.append(step),
+    )
+    agent.register(
+        device="cpu",
+        gpus=1,
+        memoryMb=16_000,
+        benchmarkGflops=10,
+        priceBlack=10**13,
+        priceUsd=10,
+        stake=20 * BLACK,
+    )
+    job = command(
+        gateway,
+        client,
+        DEVELOPER,
+        "/jobs",
+        "SubmitJob",
+        {"spec": spec.to_json()},
+        specHash="0x" + spec.digest().hex(),
+    )["outcome"]["job"]
+
+    for segment in range(2):
+        report = agent.run_once()
+        assert report is not None and (report.job, report.segment) == (job, segment)
+        sample = verify_like_a_verifier(client, spec, data, report.commitment)
+        command(
+            gateway,
+            client,
+            VERIFIER,
+            f"/commitments/{report.commitment}/verdict",
+            "PostVerdict",
+            commitment=report.commitment,
+            accepted=True,
+            samples=sample,
+            failedStep=0,
+            reason="",
+        )
+    assert steps == list(range(1, 21))
+    final = client.get_json(f"/jobs/{job}")
+    assert (final["status"], final["segments_accepted"], final["escrow"]) == ("completed", 2, 0)
+    assert agent.run_once() is None
