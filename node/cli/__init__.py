@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from node.cli.audit import audit
+from node.cli.bundle import train, verify
 from node.cli.compute import account, job, provider
 from node.cli.dataset import dataset
 from node.cli.demo import demo
@@ -33,3 +34,5 @@ main.add_command(provider)
 main.add_command(job)
 main.add_command(account)
 main.add_command(dataset)
+main.add_command(train)
+main.add_command(verify)
