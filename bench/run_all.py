@@ -23,6 +23,7 @@ QUICK_ARGS = {
     "bench_audit.py": ["--events", "20000"],
     "bench_gateway.py": ["--transfers", "1000", "--reads", "2000"],
     "bench_kernels.py": ["--quick"],
+    "bench_verification.py": ["--quick"],
 }
 
 

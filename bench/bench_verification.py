@@ -1,0 +1,156 @@
+"""What verification costs and what it catches, on the example jobs.
+
+- `training.exact_over_torch_{job}`: training the example job with the reproducible
+  kernels (exact mode) against stock PyTorch (tolerance mode), both with commitments;
+- `training.commitment_overhead_pct_{job}`: time spent hashing states (the commitment's
+  leaves) as a share of training time;
+- `verification.compute_pct_10k`: for a 10,000-step job in segments of 1,000 that must
+  catch a provider faking >= 5% of its steps with >= 99% probability, the re-executed
+  steps (`samples_needed` per segment) as a share of the trained steps, and its ratio to
+  the 1% aim;
+- `detection.f{f}_s{s}`: measured detection rate of a self-consistent cheat faking a
+  fraction f of a 100-step segment, over many verifier samples of s steps, with the exact
+  formula and 1 - (1 - f)^s beside it;
+- `honest.false_rejections`: re-executions of every step of honest runs (exact mode:
+  hash equality; tolerance mode: the calibrated bounds) that failed. Must be 0.
+
+Usage: python bench/bench_verification.py [--json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from fractions import Fraction
+from math import comb
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import figure, finish, machine, say
+from node.adversaries import cheat
+from node.datasets import build_digits, build_synthetic
+from node.trainer import train_segment
+from protocol.jobspec import JobSpec, VerificationMode, parse_job_spec
+from protocol.keys import PrivateKey
+from protocol.sampling import sample_indices, samples_needed
+from verifier.model import initial_state
+from verifier.reexecute import compare_tolerance, reexecute_step
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "specs" / "examples"
+
+
+def load(name: str, **changes: object) -> JobSpec:
+    document = yaml.safe_load((EXAMPLES / name).read_text())
+    document.update(changes)
+    return parse_job_spec(document)
+
+
+def tolerant(spec: JobSpec) -> JobSpec:
+    return dataclasses.replace(
+        spec, verification=dataclasses.replace(spec.verification, mode=VerificationMode.TOLERANCE)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    say(f"machine: {machine()}")
+    tiny_data = build_synthetic(0, 512, 16, 4)
+    jobs = [("tiny", load("tiny.yaml"), tiny_data)]
+    if not args.quick:
+        jobs.append(("digits", load("digits.yaml", total_steps=200), build_digits()))
+    for name, spec, data in jobs:
+        exact = train_segment(spec, data, initial_state(spec), spec.total_steps)
+        torch_spec = tolerant(spec)
+        torch_run = train_segment(torch_spec, data, initial_state(torch_spec), spec.total_steps)
+        figure(
+            f"training.exact_over_torch_{name}",
+            exact.train_seconds / torch_run.train_seconds,
+            "x",
+            baseline="torch training of the same job",
+            ratio=exact.train_seconds / torch_run.train_seconds,
+        )
+        figure(
+            f"training.commitment_overhead_pct_{name}",
+            100 * exact.hash_seconds / exact.train_seconds,
+            "% of training time",
+        )
+    # A 10,000-step job catching >= 5% fakes with >= 99% probability: the share of steps
+    # re-executed depends on the segment length (the sample is sized per segment).
+    for segment in (1000, 10_000):
+        per_segment = samples_needed(segment, Fraction(99, 100), segment // 20)
+        share = 100 * per_segment / segment
+        figure(
+            f"verification.compute_pct_10k_steps_segments_of_{segment}",
+            share,
+            "% of training steps re-executed",
+            baseline="the 1% aim",
+            ratio=share / 1.0,
+        )
+    steps, trials = 100, 100 if args.quick else 300
+    spec = load("tiny.yaml", total_steps=steps, segment_steps=steps)
+    for faked_count in (1, 5, 10):
+        faked = set(range(0, steps, steps // faked_count)[:faked_count])
+        run = cheat(
+            spec, tiny_data, initial_state(spec), steps, faked, "wrong-lr", checkpoint_every=1
+        )
+        bad = {
+            i
+            for i in range(steps)
+            if reexecute_step(spec, tiny_data, run.checkpoints[i]).hash() != run.state_hashes[i + 1]
+        }
+        assert bad == faked, (bad, faked)
+        for samples in (5, 20, 45):
+            caught = sum(
+                bool(
+                    bad
+                    & set(
+                        sample_indices(
+                            run.root,
+                            bytes(32),
+                            PrivateKey.from_bytes((0x9000 + t).to_bytes(32, "big")).address,
+                            steps,
+                            samples,
+                        )
+                    )
+                )
+                for t in range(trials)
+            )
+            f = faked_count / steps
+            exact_p = 1 - comb(steps - faked_count, samples) / comb(steps, samples)
+            figure(
+                f"detection.f{f:g}_s{samples}",
+                100 * caught / trials,
+                f"% caught (exact {100 * exact_p:.1f}%, "
+                f"1-(1-f)^s {100 * (1 - (1 - f) ** samples):.1f}%)",
+                baseline="exact formula",
+                ratio=(caught / trials) / exact_p,
+            )
+    rejections = 0
+    checked = 0
+    started = time.perf_counter()
+    for seed in (1, 2, 3):
+        for base in (load("tiny.yaml", seed=seed), tolerant(load("tiny.yaml", seed=seed))):
+            run = train_segment(base, tiny_data, initial_state(base), 30, checkpoint_every=1)
+            for i in range(30):
+                following = reexecute_step(base, tiny_data, run.checkpoints[i])
+                if base.verification.mode is VerificationMode.EXACT:
+                    ok = following.hash() == run.state_hashes[i + 1]
+                else:
+                    ok = compare_tolerance(following, run.checkpoints[i + 1]).ok
+                rejections += not ok
+                checked += 1
+    say(f"honest re-executions checked: {checked} in {time.perf_counter() - started:.1f} s")
+    figure("honest.false_rejections", rejections, f"of {checked} honest steps")
+    finish()
+
+
+if __name__ == "__main__":
+    main()
