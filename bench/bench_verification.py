@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import figure, finish, machine, say
 from node.adversaries import cheat
 from node.datasets import build_digits, build_synthetic
-from node.trainer import train_segment
+from node.trainer import states_at, train_segment
 from protocol.jobspec import JobSpec, VerificationMode, parse_job_spec
 from protocol.keys import PrivateKey
 from protocol.sampling import sample_indices, samples_needed
@@ -67,6 +67,9 @@ def main() -> None:
     if not args.quick:
         jobs.append(("digits", load("digits.yaml", total_steps=200), build_digits()))
     for name, spec, data in jobs:
+        # Compile the kernels (numba JIT) and warm torch before anything is timed.
+        train_segment(spec, data, initial_state(spec), 1)
+        train_segment(tolerant(spec), data, initial_state(spec), 1)
         exact = train_segment(spec, data, initial_state(spec), spec.total_steps)
         torch_spec = tolerant(spec)
         torch_run = train_segment(torch_spec, data, initial_state(torch_spec), spec.total_steps)
@@ -81,6 +84,22 @@ def main() -> None:
             f"training.commitment_overhead_pct_{name}",
             100 * exact.hash_seconds / exact.train_seconds,
             "% of training time",
+        )
+        # Openings are recomputed from the checkpoints kept every 16 steps: the cost of
+        # opening a default sample of each segment, against training the job.
+        started = time.perf_counter()
+        for first in range(0, spec.total_steps, spec.segment_steps):
+            length = min(spec.segment_steps, spec.total_steps - first)
+            count = samples_needed(length, Fraction(99, 100), max(1, length // 10))
+            chosen = sample_indices(exact.root, bytes(32), "0x" + "00" * 20, length, count)
+            states_at(
+                spec, data, exact, [first + i for i in chosen] + [first + i + 1 for i in chosen]
+            )
+        opening = time.perf_counter() - started
+        figure(
+            f"openings.recompute_pct_{name}",
+            100 * opening / exact.train_seconds,
+            "% of training time (states recomputed in one walk from checkpoints every 16 steps)",
         )
     # A 10,000-step job catching >= 5% fakes with >= 99% probability: the share of steps
     # re-executed depends on the segment length (the sample is sized per segment).

@@ -30,7 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from node.trainer import Progress, SegmentRun, state_at, step_function, train_segment
+from node.trainer import Progress, SegmentRun, states_at, step_function, train_segment
 from protocol import canonical
 from protocol.jobspec import JobSpec, VerificationMode, parse_job_spec
 from protocol.openings import commitment_root, open_steps, parse_manifest
@@ -115,11 +115,9 @@ def write_bundle(
         run.steps,
         default_samples(spec, run.steps),
     )
-    blobs = {}
-    for index in sorted(set(sample) | {i + 1 for i in sample}):
-        blobs[index] = put(
-            f"states/{index}.safetensors", encode_state(state_at(spec, data, run, index))
-        )
+    needed = sorted(set(sample) | {i + 1 for i in sample})
+    states = states_at(spec, data, run, needed)
+    blobs = {i: put(f"states/{i}.safetensors", encode_state(states[i])) for i in needed}
     put(OPENINGS, open_steps(run.state_hashes, sample, blobs).encode())
     manifest = {
         "version": BUNDLE_VERSION,

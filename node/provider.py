@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.client import OCTET_STREAM, SAFETENSORS, GatewayClient, GatewayError
-from node.trainer import Progress, SegmentRun, checkpoint_every_default, state_at, train_segment
+from node.trainer import Progress, SegmentRun, checkpoint_every_default, states_at, train_segment
 from protocol.commands import sign_command
 from protocol.jobspec import JobSpec, parse_job_spec
 from protocol.keys import PrivateKey
@@ -211,9 +211,10 @@ class ProviderAgent:
         detail = self.client.get_json(f"/commitments/{commitment}")
         indices: list[int] = detail["sample_indices"]
         blobs: dict[int, str] = {}
-        for index in sorted(set(indices) | {i + 1 for i in indices}):
-            state = state_at(spec, data, run, run.start.step + index)
-            encoded = encode_state(state)
+        needed = set(indices) | {i + 1 for i in indices}
+        states = states_at(spec, data, run, (run.start.step + i for i in needed))
+        for index in sorted(needed):
+            encoded = encode_state(states[run.start.step + index])
             blobs[index] = blob_digest(encoded)
             self.client.put_blob(blobs[index], encoded, SAFETENSORS)
         manifest = open_steps(run.state_hashes, indices, blobs)

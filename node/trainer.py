@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,34 @@ def train_segment(
         time.perf_counter() - started - hashing,
         hashing,
     )
+
+
+def states_at(
+    spec: JobSpec, data: Examples, run: SegmentRun, steps: Iterable[int]
+) -> dict[int, TrainState]:
+    """The states before each of `steps`, recomputed in one forward walk from the
+    checkpoints (each checked against its committed hash): opening many sampled steps
+    costs at most one re-run of the segment, not one re-run per step."""
+    wanted = sorted(set(steps))
+    if wanted and not run.start.step <= wanted[0] <= wanted[-1] <= run.end.step:
+        raise ValueError("steps outside the segment")
+    hyper = hyper_from_spec(spec.optimizer)
+    advance = step_function(spec)
+    found: dict[int, TrainState] = {}
+    state: TrainState | None = None
+    for step in wanted:
+        base = max(s for s in run.checkpoints if s <= step)
+        if state is None or state.step > step or base > state.step:
+            state = run.checkpoints[base]
+        while state.step < step:
+            x, y = step_batch(spec, data, state.step)
+            state, _ = advance(state, x, y, hyper)
+            if state.hash() != run.state_hashes[state.step - run.start.step]:
+                raise AssertionError(
+                    f"recomputed state {state.step} differs from the one committed"
+                )
+        found[step] = state
+    return found
 
 
 def state_at(spec: JobSpec, data: Examples, run: SegmentRun, step: int) -> TrainState:
