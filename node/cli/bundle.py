@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from node.bundle import BundleError, read_bundle, verify_bundle, write_bundle
 from node.cli.common import console, emit_json, json_option, out
 from node.cli.compute import read_spec
 from node.datasets import DatasetError, LoadedDataset, load_dataset
@@ -40,6 +39,10 @@ def train(
     spec_path: Path, data_dir: Path, out_dir: Path, checkpoint_every: int, as_json: bool
 ) -> None:
     """Train the job in SPEC.yaml locally and write its proof bundle to --out."""
+    # Imported here: torch and numba take seconds to import, and every other command
+    # (the gateway's workers above all) should not pay for them.
+    from node.bundle import write_bundle
+
     spec = read_spec(spec_path)
     if out_dir.exists():
         raise click.ClickException(f"{out_dir} exists; a bundle is written to a new directory")
@@ -98,6 +101,8 @@ def verify(
     bundle_dir: Path, data_dir: Path, samples: int | None, detect: str | None, as_json: bool
 ) -> None:
     """Verify a proof bundle: exit 0 when accepted, 1 when rejected (the step is named)."""
+    from node.bundle import BundleError, read_bundle, verify_bundle
+
     if samples is not None and detect is not None:
         raise click.UsageError("give --samples or --detect, not both")
     try:

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from protocol.log import SignedTreeHead
 from tests.gateway_server import RunningGateway
 from tests.node.gateway.helpers import ALICE, BLACK, BOB, CAROL, make_command
 
-batches_max = 30
+batches_max = 150
 connections_per_batch = 12
+# A worker still booting (a loaded CI machine) takes no connections: wait for it, bounded.
+batch_pause_seconds = 0.2
 
 
 def _health_and_connection(server: RunningGateway) -> list[tuple[int, http.client.HTTPConnection]]:
@@ -70,6 +73,7 @@ def test_a_write_through_one_worker_is_read_through_the_other(server: RunningGat
         finally:
             for _pid, connection in served:
                 connection.close()
+        time.sleep(batch_pause_seconds)
     pytest.fail(
         f"gunicorn gave all {batches_max * connections_per_batch} connections to one worker"
     )
