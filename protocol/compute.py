@@ -807,6 +807,15 @@ def _post_verdict(context: Context, command: VerifiedCommand) -> Decision:
             "samples: not the transitions the beacon selects for this verifier",
             field="message.samples",
         )
+    if not m["accepted"] and commitment.openings is None:
+        # The provider has until its opening deadline to publish; after it, the sweep
+        # punishes the missing openings. A rejection before would let a verifier get an
+        # honest provider slashed for openings it was still allowed to publish.
+        raise InvalidTransition(
+            f"commitment {commitment.key} is not opened yet: reject it on its openings",
+            entity="commitment",
+            state="unopened",
+        )
     if not m["accepted"] and m["failedStep"] not in expected:
         raise InvalidInput(
             "failedStep: a rejection names one of the sampled transitions",

@@ -21,3 +21,10 @@ class InvalidState(VerifierError, ValueError):
 
 class InvalidBatch(VerifierError, ValueError):
     """Training examples or labels do not fit the model (shape, dtype or label range)."""
+
+
+class InconsistentGateway(VerifierError, ValueError):
+    """A gateway's answer that the verifier cannot build a verdict on: it contradicts what
+    the verifier computed itself (a sample, a beacon, a spec that does not hash to its
+    job's digest) or does not have the documented shape. It says nothing about the
+    provider, so the verifier posts nothing on it and tries again later."""

@@ -13,6 +13,7 @@ from node.cli.gateway import gateway
 from node.cli.keys import keys
 from node.cli.ledger import ledger
 from node.cli.log import log_group
+from node.cli.verifier import verifier
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,3 +37,4 @@ main.add_command(account)
 main.add_command(dataset)
 main.add_command(train)
 main.add_command(verify)
+main.add_command(verifier)

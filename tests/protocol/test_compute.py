@@ -1031,3 +1031,28 @@ def test_only_the_provider_opens_its_commitment_and_only_once(world: World) -> N
     w.open_samples(provider, commitment)
     assert w.get_commitment(commitment).openings == digest
     refused(w, InvalidTransition, provider, "OpenSamples", commitment=commitment, openings=digest)
+
+
+def test_an_unopened_commitment_cannot_be_rejected(world: World) -> None:
+    """A verifier may not reject a commitment whose openings are not published: before
+    the deadline the provider may still open it, after it the sweep punishes it."""
+    w = world
+    w.setup()
+    job = w.submit_job()
+    provider = w.providers[0]
+    commitment = w.commit(provider, w.lease(provider, job)["lease"], opened=False)
+    verifier = w.verifier_key(w.get_commitment(commitment).verifier)
+    samples = w.samples(commitment)
+    refused(
+        w,
+        InvalidTransition,
+        verifier,
+        "PostVerdict",
+        commitment=commitment,
+        accepted=False,
+        samples=samples,
+        failedStep=samples[0],
+        reason="not opened",
+    )
+    w.open_samples(provider, commitment)
+    assert w.verdict(commitment, accepted=False).outcome["dispute"]
