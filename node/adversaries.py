@@ -108,7 +108,22 @@ def _stale(
     return _with_params(history[0], list(history[0].params), state.step + 1)
 
 
+def _interpolate(
+    state: TrainState,
+    honest: Callable[..., TrainState],
+    hyper: Hyper,
+    step: int,
+    history: list[TrainState],
+) -> TrainState:
+    """Train fewer steps: jump two steps ahead and claim the midpoint as this step's."""
+    ahead = honest(honest(state, hyper, step), hyper, step + 1)
+    half = np.float32(0.5)
+    middle = [(p + q) * half for p, q in zip(state.params, ahead.params, strict=True)]
+    return _with_params(state, middle, state.step + 1)
+
+
 ADVERSARIES: dict[str, Fake] = {
+    "interpolate": _interpolate,
     "skip": _skip,
     "noise": _noise,
     "wrong-lr": _wrong_lr,
