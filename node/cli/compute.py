@@ -16,17 +16,18 @@ import yaml
 from rich.table import Table
 
 from node.cli.common import console, emit_json, json_option, out
-from node.cli.remote import Remote, gateway_option, key_option, load_key, print_facts, report
-from protocol.assets import Asset, parse_asset, to_base_units, to_display
+from node.cli.remote import (
+    Remote,
+    address_of,
+    base_units,
+    gateway_option,
+    key_option,
+    print_facts,
+    report,
+)
+from protocol.assets import Asset, parse_asset, to_display
 from protocol.errors import ProtocolError
 from protocol.jobspec import JobSpec, parse_job_spec, spec_bytes_max
-
-
-def _units(text: str, asset: Asset, name: str) -> int:
-    try:
-        return to_base_units(text, asset)
-    except ProtocolError as error:
-        raise click.BadParameter(str(error), param_hint=name) from None
 
 
 def _show(value: int, asset: str) -> str:
@@ -81,9 +82,9 @@ def provider_register(
             "gpus": gpus,
             "memoryMb": memory_mb,
             "benchmarkGflops": benchmark_gflops,
-            "priceBlack": _units(price_black, Asset.BLACK, "--price-black"),
-            "priceUsd": _units(price_usd, Asset.USD, "--price-usd"),
-            "stake": _units(stake, Asset.BLACK, "--stake"),
+            "priceBlack": base_units(price_black, Asset.BLACK, "--price-black"),
+            "priceUsd": base_units(price_usd, Asset.USD, "--price-usd"),
+            "stake": base_units(stake, Asset.BLACK, "--stake"),
         },
     )
     report(
@@ -95,8 +96,6 @@ def provider_register(
 
 def measure_gflops(size: int = 512, repeats: int = 5) -> int:
     """A timed float32 matmul with numpy: the figure the scheduler can rank providers by."""
-    import time
-
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -119,10 +118,7 @@ def provider_status(
     gateway: str, address: str | None, key_path: Path | None, as_json: bool
 ) -> None:
     """Show a provider: hardware, prices, status, reputation, stake and earnings."""
-    if address is None:
-        if key_path is None:
-            raise click.UsageError("give an ADDRESS or --key")
-        address = load_key(key_path).address
+    address = address_of(address, key_path)
     remote = Remote(gateway)
     facts = remote.get(f"/providers/{address}")
     facts["balances"] = remote.get(f"/accounts/{address}/balances")
@@ -263,12 +259,8 @@ def _balances_table(balances: dict[str, Any]) -> None:
 
 
 def _balance_rows(balances: dict[str, Any]) -> list[tuple[str, str, str]]:
-    rows = []
-    for key, value in sorted(balances.get("balances", {}).items()):
-        asset, _, bucket = key.partition("/")
-        amount = value["amount"] if isinstance(value, dict) else value
-        rows.append((asset, bucket, to_display(int(amount), Asset(asset))))
-    return rows
+    """Rows of a `GET /accounts/<address>/balances` answer (its display amounts)."""
+    return [(b["asset"], b["bucket"], b["display"]) for b in balances["balances"]]
 
 
 @account.command("balance")
@@ -280,10 +272,7 @@ def account_balance(
     gateway: str, address: str | None, key_path: Path | None, as_json: bool
 ) -> None:
     """Show an account's balances in every asset and bucket."""
-    if address is None:
-        if key_path is None:
-            raise click.UsageError("give an ADDRESS or --key")
-        address = load_key(key_path).address
+    address = address_of(address, key_path)
     balances = Remote(gateway).get(f"/accounts/{address}/balances")
     report(as_json, balances, _balances_table)
 
@@ -306,15 +295,12 @@ def account_deposit_dev(
     as_json: bool,
 ) -> None:
     """Credit an account on a gateway started with --dev (no chain needed)."""
-    if address is None:
-        if key_path is None:
-            raise click.UsageError("give --to ADDRESS or --key")
-        address = load_key(key_path).address
+    address = address_of(address, key_path, "--to ADDRESS")
     try:
         parsed = parse_asset(asset)
     except ProtocolError as error:
         raise click.BadParameter(str(error), param_hint="--asset") from None
-    units = _units(amount, parsed, "--amount")
+    units = base_units(amount, parsed, "--amount")
     result = Remote(gateway).post(
         "/dev/deposit", {"account": address, "asset": parsed.value, "amount": units}
     )

@@ -13,6 +13,7 @@ import click
 
 from node.cli.common import emit_json, out
 from node.client import GatewayClient, GatewayError
+from protocol.assets import Asset, to_base_units
 from protocol.commands import sign_command
 from protocol.errors import ProtocolError
 from protocol.keys import PrivateKey
@@ -52,6 +53,23 @@ def load_key(path: Path) -> PrivateKey:
         raise click.ClickException(f"{path}: no such key file") from None
     except ProtocolError as error:
         raise click.ClickException(f"{path}: {error}") from None
+
+
+def address_of(address: str | None, key_path: Path | None, option: str = "an ADDRESS") -> str:
+    """The address a command is about: given outright, or that of a key file."""
+    if address is not None:
+        return address
+    if key_path is None:
+        raise click.UsageError(f"give {option} or --key")
+    return load_key(key_path).address
+
+
+def base_units(text: str, asset: Asset, option: str) -> int:
+    """An amount typed in display units (`2.5`), in base units; a bad one names the option."""
+    try:
+        return to_base_units(text, asset)
+    except ProtocolError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 class Remote:

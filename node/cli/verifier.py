@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 import click
 
 from node.cli.common import console, emit_json, json_option, out
-from node.cli.remote import Remote, gateway_option, key_option, report
+from node.cli.remote import Remote, base_units, gateway_option, key_option, report
 from node.client import GatewayError
-from protocol.assets import Asset, to_base_units
-from protocol.errors import ProtocolError
+from protocol.assets import Asset
 
 if TYPE_CHECKING:
     from verifier.agent import TaskReport
@@ -35,10 +34,7 @@ def verifier() -> None:
 @json_option
 def verifier_register(gateway: str, key_path: Path, stake: str, as_json: bool) -> None:
     """Stake BLACK and join the verifier roster (again: add stake)."""
-    try:
-        units = to_base_units(stake, Asset.BLACK)
-    except ProtocolError as error:
-        raise click.BadParameter(str(error), param_hint="--stake") from None
+    units = base_units(stake, Asset.BLACK, "--stake")
     result = Remote(gateway, key_path).command("/verifiers", "RegisterVerifier", {"stake": units})
     report(as_json, result, lambda r: out.print(f"registered verifier {r['signer']}"))
 

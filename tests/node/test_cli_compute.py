@@ -66,6 +66,10 @@ def test_provider_register_and_status_show_stake_and_hardware(
         f"{b['asset']}/{b['bucket']}": b["amount"] for b in json.loads(balance.output)["balances"]
     }
     assert amounts == {"BLACK/available": 30 * 10**18, "BLACK/stake": 20 * 10**18}
+    for args in (("account", "balance"), ("provider", "status")):
+        table = cli(gateway, *args, "--key", str(key_path))
+        assert table.exit_code == 0, table.output
+        assert "stake" in table.output and "20" in table.output
 
 
 def test_job_submit_status_and_cancel_refund_the_whole_budget(
