@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 CODE := protocol node verifier chain
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck pytest bench setup clean
+.PHONY: demo test lint typecheck pytest bench setup clean contracts
+NODE_STAMP := node_modules/.installed-stamp
 
 setup: $(STAMP)
 
@@ -18,6 +19,18 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# The npm side (solc, OpenZeppelin, the hardhat JSON-RPC node) is needed to compile the
+# contracts and by the tests; running the network needs only the committed artifacts.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required (the contract toolchain): install node/npm" >&2; exit 1; }
+	@echo "Installing the contract toolchain (npm ci)..."
+	@npm ci --silent --no-audit --no-fund
+	@touch $(NODE_STAMP)
+
+# Compile chain/contracts/*.sol into chain/build/ (committed; a test checks they match).
+contracts: $(NODE_STAMP)
+	node chain/compile.js
 
 demo: $(STAMP)
 	$(BIN)/blacktail demo
@@ -31,11 +44,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .blacktail .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .blacktail .pytest_cache .mypy_cache .ruff_cache
