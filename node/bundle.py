@@ -14,10 +14,12 @@ A bundle is a directory:
 
 Verification checks every file against the manifest first, then the commitment (the root
 of the listed hashes, every checkpoint hashing to its leaf), then re-executes a sample of
-steps: each sampled state is recomputed from the checkpoint before it (every intermediate
-state checked against its committed hash on the way), stepped once with the reproducible
-kernels, and compared with the next committed hash (exact mode) or the next state within
-the calibrated bounds (tolerance mode). The first failing step is named.
+steps: each sampled state is taken from the included openings when they hold it, or else
+recomputed from the checkpoint before it (every intermediate state checked against its
+committed hash on the way; in tolerance mode this needs the hardware torch trained on, since
+torch's bits depend on it), stepped once with the reproducible kernels, and compared with
+the next committed hash (exact mode) or the next state within the calibrated bounds
+(tolerance mode). The first failing step is named.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def write_bundle(
     *,
     checkpoint_every: int = 16,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> SegmentRun:
     """Train the whole job and write its bundle into `out` (which must not exist)."""
     out.mkdir(parents=True)
@@ -95,6 +98,7 @@ def write_bundle(
         spec.total_steps,
         checkpoint_every=checkpoint_every,
         progress=progress,
+        device=device,
     )
     files: dict[str, dict[str, Any]] = {}
 
@@ -144,6 +148,10 @@ class Bundle:
     root: bytes
     state_hashes: list[bytes]
     checkpoints: dict[int, Path]
+    # The states the bundle's openings include: used as they are (checked against their
+    # hashes) instead of being recomputed, which in tolerance mode would need the very
+    # hardware torch trained on.
+    opened: dict[int, Path]
 
 
 def read_bundle(directory: Path) -> Bundle:
@@ -175,7 +183,12 @@ def read_bundle(directory: Path) -> Bundle:
             for name in files
             if name.startswith("checkpoints/")
         }
-        return Bundle(directory, spec, manifest["dataset"], root, hashes, checkpoints)
+        opened = {
+            int(name.split("/")[1].split(".")[0]): directory / name
+            for name in files
+            if name.startswith("states/")
+        }
+        return Bundle(directory, spec, manifest["dataset"], root, hashes, checkpoints, opened)
     except BundleError:
         raise
     except (OSError, KeyError, TypeError, ValueError) as error:
@@ -247,6 +260,11 @@ def verify_bundle(
 def _recompute(
     bundle: Bundle, data: Examples, index: int, hyper: Any, advance: Callable[..., Any]
 ) -> TrainState | None:
+    if index in bundle.opened:
+        state = decode_state(bundle.opened[index].read_bytes(), bundle.spec)
+        if state.step != index or state.hash() != bundle.state_hashes[index]:
+            return None
+        return state
     base = max(step for step in bundle.checkpoints if step <= index)
     state = decode_state(bundle.checkpoints[base].read_bytes(), bundle.spec)
     while state.step < index:

@@ -65,8 +65,10 @@ class ProviderAgent:
         chain_id: int,
         checkpoint_every: int = checkpoint_every_default,
         progress: Progress | None = None,
+        device: str = "cpu",
     ) -> None:
         self.client = client
+        self.device = device
         self.key = key
         self.fetch_dataset = fetch_dataset
         self.chain_id = chain_id
@@ -189,6 +191,7 @@ class ProviderAgent:
                 lease["end_step"],
                 checkpoint_every=self.checkpoint_every,
                 progress=self.progress,
+                device=self.device,
             )
         finally:
             stop.set()

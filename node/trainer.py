@@ -24,7 +24,7 @@ from protocol.openings import commitment_root
 from verifier.kernels import apply_update, forward_backward
 from verifier.model import Hyper, TrainState, hyper_from_spec
 from verifier.reexecute import Examples, step_batch
-from verifier.torch_step import torch_train_step
+from verifier.torch_step import TorchTrainer
 
 Progress = Callable[[int, float], None]
 checkpoint_every_default = 16
@@ -41,6 +41,9 @@ class SegmentRun:
     checkpoints: dict[int, TrainState] = field(default_factory=dict)
     train_seconds: float = 0.0
     hash_seconds: float = 0.0
+    # Where torch trained a tolerance-mode run; recomputing one of its states for an
+    # opening must happen on the same device to reproduce the committed bits.
+    device: str = "cpu"
 
     @property
     def steps(self) -> int:
@@ -55,25 +58,35 @@ class SegmentRun:
         return "0x" + b"".join(struct.pack(">f", loss) for loss in self.losses).hex()
 
 
-def step_function(
-    spec: JobSpec,
-) -> Callable[[TrainState, Any, Any, Hyper], tuple[TrainState, float]]:
-    """One step of the job's computation: the next state and the step's loss."""
+StepFunction = Callable[[TrainState, Any, Any, Hyper], tuple[TrainState, float]]
+
+
+class _TorchSteps:
+    """Tolerance-mode steps: one live torch model carried from step to step, rebuilt only
+    when asked to step from a state other than the one it produced last (a checkpoint)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.trainer: TorchTrainer | None = None
+
+    def __call__(self, state: TrainState, x: Any, y: Any, hyper: Hyper) -> tuple[TrainState, float]:
+        if self.trainer is None or self.trainer.state is not state or self.trainer.hyper != hyper:
+            self.trainer = TorchTrainer(state, hyper, self.device)
+        return self.trainer.step(x, y)
+
+
+def _exact_step(state: TrainState, x: Any, y: Any, hyper: Hyper) -> tuple[TrainState, float]:
+    loss, grads = forward_backward(state.params, x, y)
+    return apply_update(state, grads, hyper), float(loss)
+
+
+def step_function(spec: JobSpec, device: str = "cpu") -> StepFunction:
+    """One step of the job's computation: the next state and the loss at the state the
+    step starts from (the reproducible kernels in exact mode, which run on the CPU; stock
+    PyTorch on `device` in tolerance mode)."""
     if spec.verification.mode is VerificationMode.EXACT:
-
-        def exact(state: TrainState, x: Any, y: Any, hyper: Hyper) -> tuple[TrainState, float]:
-            loss, grads = forward_backward(state.params, x, y)
-            return apply_update(state, grads, hyper), float(loss)
-
-        return exact
-
-    def tolerance(state: TrainState, x: Any, y: Any, hyper: Hyper) -> tuple[TrainState, float]:
-        # The loss of the batch at the state the step starts from, as the kernels define
-        # it; torch's own step is what moves the state.
-        loss, _ = forward_backward(state.params, x, y)
-        return torch_train_step(state, x, y, hyper), float(loss)
-
-    return tolerance
+        return _exact_step
+    return _TorchSteps(device)
 
 
 def train_segment(
@@ -84,14 +97,20 @@ def train_segment(
     *,
     checkpoint_every: int = checkpoint_every_default,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> SegmentRun:
-    """Train from `start` (state `start.step`) up to state `end_step`."""
+    """Train from `start` (state `start.step`) up to state `end_step`.
+
+    `hash_seconds` is the time spent hashing states (what committing to every state costs
+    the training loop) and `train_seconds` the rest of the loop's wall time. Hashing runs
+    inline: a background hashing thread was measured slower on the small example models,
+    where the hand-offs cost more than the hashes (specs/proof.md §1.6)."""
     if not start.step < end_step <= spec.total_steps:
         raise ValueError(f"end_step {end_step} does not follow state {start.step}")
     if checkpoint_every < 1:
         raise ValueError("checkpoint_every: at least 1")
     hyper = hyper_from_spec(spec.optimizer)
-    step = step_function(spec)
+    step = step_function(spec, device)
     started = time.perf_counter()
     hashing = 0.0
     state = start
@@ -120,6 +139,7 @@ def train_segment(
         checkpoints,
         time.perf_counter() - started - hashing,
         hashing,
+        device,
     )
 
 
@@ -133,7 +153,7 @@ def states_at(
     if wanted and not run.start.step <= wanted[0] <= wanted[-1] <= run.end.step:
         raise ValueError("steps outside the segment")
     hyper = hyper_from_spec(spec.optimizer)
-    advance = step_function(spec)
+    advance = step_function(spec, run.device)
     found: dict[int, TrainState] = {}
     state: TrainState | None = None
     for step in wanted:
@@ -159,7 +179,7 @@ def state_at(spec: JobSpec, data: Examples, run: SegmentRun, step: int) -> Train
     base = max(s for s in run.checkpoints if s <= step)
     state = run.checkpoints[base]
     hyper = hyper_from_spec(spec.optimizer)
-    advance = step_function(spec)
+    advance = step_function(spec, run.device)
     while state.step < step:
         x, y = step_batch(spec, data, state.step)
         state, _ = advance(state, x, y, hyper)

@@ -62,21 +62,21 @@ exp32 = njit(fastmath=False, cache=False)(_exp_source)
 log32 = njit(fastmath=False, cache=False)(_log_source)
 
 
-@njit(fastmath=False, cache=False)
+@njit(fastmath=False, cache=False, nogil=True)
 def map_exp32(x: Any, out: Any) -> None:
     """out[e] = exp32(x[e]) for a 1-d float32 array (for accuracy measurements)."""
     for e in range(x.size):
         out[e] = exp32(x[e])
 
 
-@njit(fastmath=False, cache=False)
+@njit(fastmath=False, cache=False, nogil=True)
 def map_log32(x: Any, out: Any) -> None:
     """out[e] = log32(x[e]) for a 1-d float32 array (for accuracy measurements)."""
     for e in range(x.size):
         out[e] = log32(x[e])
 
 
-@njit(fastmath=False, cache=False, parallel=True)
+@njit(fastmath=False, cache=False, parallel=True, nogil=True)
 def linear_forward(w: Any, b: Any, a_t: Any, z_t: Any, relu: bool) -> None:
     """z_t[j, i] = (Σ_k ascending w[j, k] ⊗ a_t[k, i]) ⊕ b[j], then ReLU if `relu`.
 
@@ -115,7 +115,7 @@ def linear_forward(w: Any, b: Any, a_t: Any, z_t: Any, relu: bool) -> None:
                 z_t[j, i] = v
 
 
-@njit(fastmath=False, cache=False)
+@njit(fastmath=False, cache=False, nogil=True)
 def softmax_cross_entropy(z_t: Any, labels: Any, dz_t: Any, losses: Any) -> Any:
     """Mean loss over the batch; dz_t = (softmax ⊖ onehot) ⊘ B, column i per example."""
     classes, batch = z_t.shape
@@ -143,7 +143,7 @@ def softmax_cross_entropy(z_t: Any, labels: Any, dz_t: Any, losses: Any) -> Any:
     return total / count
 
 
-@njit(fastmath=False, cache=False, parallel=True)
+@njit(fastmath=False, cache=False, parallel=True, nogil=True)
 def weight_grads(dz_t: Any, a: Any, dw: Any, db: Any) -> None:
     """dw[j, k] = Σ_i ascending dz_t[j, i] ⊗ a[i, k]; db[j] = Σ_i ascending dz_t[j, i].
 
@@ -188,7 +188,7 @@ def weight_grads(dz_t: Any, a: Any, dw: Any, db: Any) -> None:
                         out[k] = out[k] + g * r0[k]
 
 
-@njit(fastmath=False, cache=False, parallel=True)
+@njit(fastmath=False, cache=False, parallel=True, nogil=True)
 def input_grads(w: Any, dz_t: Any, a_t: Any, da_t: Any) -> None:
     """da_t[k, i] = Σ_j ascending w[j, k] ⊗ dz_t[j, i] where a_t[k, i] > 0, else 0.
 
@@ -223,7 +223,7 @@ def input_grads(w: Any, dz_t: Any, a_t: Any, da_t: Any) -> None:
                     da_t[k, i] = _ZERO
 
 
-@njit(fastmath=False, cache=False, parallel=True)
+@njit(fastmath=False, cache=False, parallel=True, nogil=True)
 def sgd_update(
     p: Any, g: Any, buf: Any, p_out: Any, buf_out: Any, lr: Any, momentum: Any, wd: Any, first: bool
 ) -> None:
@@ -237,7 +237,7 @@ def sgd_update(
         p_out[e] = p[e] - lr * v
 
 
-@njit(fastmath=False, cache=False, parallel=True)
+@njit(fastmath=False, cache=False, parallel=True, nogil=True)
 def adamw_update(
     p: Any,
     g: Any,

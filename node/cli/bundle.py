@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from node.cli.common import console, emit_json, json_option, out
+from node.cli.common import console, device_option, emit_json, json_option, out, resolve_train_on
 from node.cli.compute import read_spec
 from node.datasets import DatasetError, LoadedDataset, load_dataset
 from protocol.errors import ProtocolError
@@ -34,9 +34,15 @@ def _dataset(directory: Path, spec: JobSpec) -> LoadedDataset:
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--checkpoint-every", type=click.IntRange(1), default=16, show_default=True)
+@device_option
 @json_option
 def train(
-    spec_path: Path, data_dir: Path, out_dir: Path, checkpoint_every: int, as_json: bool
+    spec_path: Path,
+    data_dir: Path,
+    out_dir: Path,
+    checkpoint_every: int,
+    train_on: str,
+    as_json: bool,
 ) -> None:
     """Train the job in SPEC.yaml locally and write its proof bundle to --out."""
     # Imported here: torch and numba take seconds to import, and every other command
@@ -44,6 +50,7 @@ def train(
     from node.bundle import write_bundle
 
     spec = read_spec(spec_path)
+    device = resolve_train_on(train_on)
     if out_dir.exists():
         raise click.ClickException(f"{out_dir} exists; a bundle is written to a new directory")
     data = _dataset(data_dir, spec)
@@ -65,6 +72,7 @@ def train(
             out_dir,
             checkpoint_every=checkpoint_every,
             progress=lambda step, loss: bar.update(task, completed=step, loss=loss),
+            device=device,
         )
     facts = {
         "bundle": str(out_dir),

@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 # Re-exported: the sub-commands take these from here.
+from node.device import DEVICE_CHOICES, DeviceError, resolve_device
 from node.operator import DEFAULT_CHAIN_ID as DEFAULT_CHAIN_ID
 from node.operator import OPERATOR_KEY_FILE as OPERATOR_KEY_FILE
 from node.operator import OperatorKeyMissing, load_operator_key
@@ -50,6 +51,25 @@ def store_options(func: F) -> F:
 
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
+
+
+def device_option(func: F) -> F:
+    """`--train-on auto|cpu|cuda`: where PyTorch trains (tolerance mode); the kernels of
+    exact mode run on the CPU."""
+    return click.option(
+        "--train-on",
+        type=click.Choice(DEVICE_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Where PyTorch trains tolerance-mode jobs: a GPU when one is seen under 'auto'.",
+    )(func)
+
+
+def resolve_train_on(choice: str) -> str:
+    try:
+        return resolve_device(choice)
+    except DeviceError as error:
+        raise click.BadParameter(str(error), param_hint="--train-on") from None
 
 
 def open_storage(data_dir: Path, dsn: str | None) -> Storage:

@@ -15,7 +15,14 @@ import click
 import yaml
 from rich.table import Table
 
-from node.cli.common import console, emit_json, json_option, out
+from node.cli.common import (
+    console,
+    device_option,
+    emit_json,
+    json_option,
+    out,
+    resolve_train_on,
+)
 from node.cli.remote import (
     Remote,
     address_of,
@@ -25,6 +32,7 @@ from node.cli.remote import (
     print_facts,
     report,
 )
+from node.device import describe_device, measure_gflops
 from protocol.assets import Asset, parse_asset, to_display
 from protocol.errors import ProtocolError
 from protocol.jobspec import JobSpec, parse_job_spec, spec_bytes_max
@@ -45,9 +53,10 @@ def provider() -> None:
 @provider.command("register")
 @gateway_option
 @key_option
-@click.option("--device", default="cpu", show_default=True, help="Device name, e.g. 'NVIDIA H100'.")
-@click.option("--gpus", type=click.IntRange(1, 1024), default=1, show_default=True)
-@click.option("--memory-mb", type=click.IntRange(1), default=16_000, show_default=True)
+@device_option
+@click.option("--device", default=None, help="Device name; default: detected (e.g. 'NVIDIA H100').")
+@click.option("--gpus", type=click.IntRange(1, 1024), default=None, help="Default: detected.")
+@click.option("--memory-mb", type=click.IntRange(1), default=None, help="Default: detected.")
 @click.option(
     "--benchmark-gflops",
     type=click.IntRange(0),
@@ -61,9 +70,10 @@ def provider() -> None:
 def provider_register(
     gateway: str,
     key_path: Path,
-    device: str,
-    gpus: int,
-    memory_mb: int,
+    train_on: str,
+    device: str | None,
+    gpus: int | None,
+    memory_mb: int | None,
     benchmark_gflops: int | None,
     price_black: str,
     price_usd: str,
@@ -72,15 +82,17 @@ def provider_register(
 ) -> None:
     """Register (or update) this key's GPUs, prices and stake."""
     remote = Remote(gateway, key_path)
+    kind = resolve_train_on(train_on)
+    facts = describe_device(kind)
     if benchmark_gflops is None:
-        benchmark_gflops = measure_gflops()
+        benchmark_gflops = measure_gflops(kind)
     result = remote.command(
         "/providers",
         "RegisterProvider",
         {
-            "device": device,
-            "gpus": gpus,
-            "memoryMb": memory_mb,
+            "device": device or facts.name,
+            "gpus": gpus or facts.count,
+            "memoryMb": memory_mb or facts.memory_mb,
             "benchmarkGflops": benchmark_gflops,
             "priceBlack": base_units(price_black, Asset.BLACK, "--price-black"),
             "priceUsd": base_units(price_usd, Asset.USD, "--price-usd"),
@@ -92,21 +104,6 @@ def provider_register(
         result,
         lambda r: out.print(f"registered provider {r['signer']} ({benchmark_gflops} GFLOP/s)"),
     )
-
-
-def measure_gflops(size: int = 512, repeats: int = 5) -> int:
-    """A timed float32 matmul with numpy: the figure the scheduler can rank providers by."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    a @ b  # Warm up the BLAS threads.
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    seconds = time.perf_counter() - started
-    return int(2 * size**3 * repeats / seconds / 1e9)
 
 
 @provider.command("status")
@@ -318,6 +315,7 @@ def account_deposit_dev(
     help="Where fetched datasets are kept (checked against their id on every use).",
 )
 @click.option("--checkpoint-every", type=click.IntRange(1), default=16, show_default=True)
+@device_option
 @click.option("--max-segments", type=click.IntRange(1), default=None, help="Stop after this many.")
 @click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True)
 @json_option
@@ -326,6 +324,7 @@ def provider_run(
     key_path: Path,
     cache_dir: Path,
     checkpoint_every: int,
+    train_on: str,
     max_segments: int | None,
     poll_seconds: float,
     as_json: bool,
@@ -363,6 +362,7 @@ def provider_run(
         chain_id=remote.chain_id,
         checkpoint_every=checkpoint_every,
         progress=progress,
+        device=resolve_train_on(train_on),
     )
     stop = threading.Event()
     with bar:

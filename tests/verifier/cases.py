@@ -26,16 +26,16 @@ F = np.float32
 # pin initialization, batch selection, the kernels and the hash together (specs/proof.md §1).
 TRAJECTORIES = {
     "sgd": [
-        "dab578cb653a766056b2459bc4d068589d475521ea3e4e55923a2ec6fffcd653",
-        "9aaab9a7541afc50f34c1bfaab42c85a9f226c3a5c00262d08250a53597f2732",
-        "a8ebf64612325c667a89890c19bf2869aa7a9dce49bea49cf976dd2435a946bb",
-        "a61e095512c028870a6de588780ce1eca08c5da629a2d0e14e880d9fa3791555",
+        "7abdbde9d6faea73c552f672592dece938fc3e4e480b41c9d263714325f646dc",
+        "813e6ac0826b7ddeda0fd33cc629b8f5c833c4a77a6eec9aceed5502ed074925",
+        "aeca785839e478938200266a0d38ae25d3377a95766eae018dc28f670a4f5b01",
+        "4517b3a311774bc8dc1b995b24294d6022cb87eccc5bea9614d98e9a2aebfcda",
     ],
     "adamw": [
-        "ebbc38dea9bdd51e6b826eebc447e9995546587d0246a95f1a7a4196639683be",
-        "57f730cef5d3c4889a8404ad1d32f36dd591c50416dc1be117aa1fa8b38e8163",
-        "c5263e7c02378567cc0f9fef7e98f5c4b1d6bb0ede583262ee727394b7eff9e2",
-        "8107bd51d6a22fa7de094179497998632d6f053e52007377eee295f7d0adf203",
+        "6fa1c9bee94f1f9c3acce072d728df7b0b983a6dfe1357544771e413f5a0b8cc",
+        "4d06ede6de421f4da93c57a26179dab0fe06abbd98cbc9b6d83771caa835a5c9",
+        "13783d3ee7b7b8a8177dc229b23560ca95ae44589ea7eb158836fc58c27ca817",
+        "52c9a030820eb03eebb6112b898f467e2d1e6ad2cef12c60bb96779db5dfdaea",
     ],
 }
 SGD = SgdHyper(F(0.1), F(0.9), F(0.01))

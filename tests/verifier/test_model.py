@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from blake3 import blake3
 from safetensors.numpy import load, save
 
 from protocol.jobspec import MlpModel, parse_job_spec
@@ -75,10 +76,10 @@ def test_initial_parameters_of_the_fixture_job_are_pinned() -> None:
     ]
     assert _bits(state.params[5][:3]) == ["0xbcd47767", "0xbcd0b475", "0x3dafe3c9"]
     assert state.hash().hex() == (
-        "b628ab66ae86b01f6f30fb61e040adbed790f911df51179f4975c9c3806c2a74"
+        "4722fab1d140955fcfa70bd2ed07df6665ed926ea7c91b678347237753b5cb71"
     )
     assert init_state(model, "sgd", SEED).hash().hex() == (
-        "63af7a820e4be8c551a45906e174120d9486d917b26d64165a324d25b144d053"
+        "3a155d672c408be524ee14e66779712a29fad0f125ac0dc6bd250cf49901f065"
     )
     spec = parse_job_spec(json.loads(FIXTURE.read_text()))
     assert initial_state(spec).hash() == state.hash()
@@ -126,12 +127,12 @@ def test_the_whole_dataset_is_every_batch_when_b_equals_n() -> None:
 def _plain_state_hash(state: TrainState) -> bytes:
     """The encoding of specs/proof.md §1.6, written from the text."""
     layout = tensor_layout(state.widths, state.optimizer)
-    out = b"blacktail/state/v1" + struct.pack(">QI", state.step, len(layout))
+    out = b"blacktail/state/v2" + struct.pack(">QI", state.step, len(layout))
     for (name, shape), array in zip(layout, state.arrays(), strict=True):
         out += struct.pack(">I", len(name)) + name.encode() + struct.pack(">I", len(shape))
         out += b"".join(struct.pack(">Q", d) for d in shape)
         out += b"".join(struct.pack("<f", float(v)) for v in array.reshape(-1))
-    return hashlib.sha256(out).digest()
+    return blake3(out).digest()
 
 
 def test_state_hash_of_a_handmade_state_is_pinned() -> None:
@@ -145,7 +146,7 @@ def test_state_hash_of_a_handmade_state_is_pinned() -> None:
     ]
     assert state.hash() == _plain_state_hash(state)
     assert state.hash().hex() == (
-        "8d2182eef3a44c3f09df0bc2260f6dc8687c1113aa50b8c135b0d02b3ceca196"
+        "fec428940108b025191ba10b93b8b3af99968d6c915bf11a4613ebb625a170fa"
     )
 
 
