@@ -47,7 +47,8 @@ def figure(
     """Print one figure line and keep it for the JSON output."""
     FIGURES[name] = {"value": value, "unit": unit, "baseline": baseline, "ratio": ratio}
     extra = f"  ({ratio:.2f}x {baseline})" if ratio is not None and baseline else ""
-    say(f"{name} {value:,.1f} {unit}{extra}")
+    shown = f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:,.1f}"
+    say(f"{name} {shown} {unit}{extra}")
 
 
 def finish() -> None:

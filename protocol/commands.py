@@ -371,6 +371,21 @@ COMPUTE_KINDS: dict[str, CommandKind] = {
             "expire what is overdue: a lease, a job, a verification (operator)",
             operator_only=True,
         ),
+        _compute_kind(
+            "SettleEpoch",
+            (
+                ("epoch", "uint64"),
+                ("root", "bytes32"),
+                ("logSize", "uint64"),
+                ("logRoot", "bytes32"),
+                ("blackToken", "address"),
+                ("usdToken", "address"),
+                ("chainRef", "string"),
+            ),
+            "record an epoch's settlement root, posted on-chain with the log's tree head "
+            "(operator)",
+            operator_only=True,
+        ),
     )
 }
 KINDS: dict[str, CommandKind] = {**LEDGER_KINDS, **COMPUTE_KINDS}

@@ -74,6 +74,7 @@ from protocol.participants import (
     verifier_id,
 )
 from protocol.sampling import detection_probability, sample_indices, samples_needed
+from protocol.settlement import SETTLEMENTS_ID, Settlements
 
 BLACK_UNIT = 10**18
 # A commitment carries its loss trace inline (4 bytes per step), which bounds a segment.
@@ -1075,6 +1076,28 @@ def _sweep(context: Context, command: VerifiedCommand) -> Decision:
     raise NotFound("job, lease, commitment or dispute", target)
 
 
+def _settle_epoch(context: Context, command: VerifiedCommand) -> Decision:
+    m = command.message
+    settlements = context.state.get(SETTLEMENTS_ID)
+    last = settlements.last_epoch if isinstance(settlements, Settlements) else 0
+    if m["epoch"] != last + 1:
+        raise InvalidTransition(
+            f"epoch {m['epoch']}: the next epoch to settle is {last + 1}", entity="settlement"
+        )
+    tokens = {Asset.BLACK.value: m["blackToken"], Asset.USD.value: m["usdToken"]}
+
+    def apply() -> list[Aggregate]:
+        nonlocal settlements
+        if not isinstance(settlements, Settlements):
+            settlements = Settlements()
+        settlements.settled(
+            m["epoch"], m["root"], m["logSize"], m["logRoot"], tokens, m["chainRef"]
+        )
+        return [settlements]
+
+    return Decision([], apply, {"epoch": m["epoch"], "root": m["root"]})
+
+
 _HANDLERS: Mapping[str, Handler] = {
     "RegisterProvider": _register_provider,
     "SetProviderStatus": _set_provider_status,
@@ -1090,4 +1113,5 @@ _HANDLERS: Mapping[str, Handler] = {
     "PostVerdict": _post_verdict,
     "RuleDispute": _rule_dispute,
     "Sweep": _sweep,
+    "SettleEpoch": _settle_epoch,
 }

@@ -33,6 +33,7 @@ from protocol.jobs import Commitment, Dispute, Job, Lease
 from protocol.keys import PrivateKey, parse_address, verify_signer
 from protocol.ledger import Account
 from protocol.participants import Bond, Provider, Roster, Verifier
+from protocol.settlement import Settlements
 
 # Every event type the log may contain, and nothing else: eventsourcing also gives each
 # aggregate base classes (`Account.Event`, `Account.Created`) that the domain never emits
@@ -81,6 +82,9 @@ LOG_EVENT_TYPES: tuple[tuple[type[Aggregate], str], ...] = (
     (Dispute, "Opened"),
     (Dispute, "RefereeReassigned"),
     (Dispute, "Ruled"),
+    # Epoch settlement (protocol/settlement.py).
+    (Settlements, "Started"),
+    (Settlements, "Settled"),
 )
 COMPUTE_AGGREGATES: tuple[type[Aggregate], ...] = (
     Provider,
@@ -91,6 +95,7 @@ COMPUTE_AGGREGATES: tuple[type[Aggregate], ...] = (
     Lease,
     Commitment,
     Dispute,
+    Settlements,
 )
 
 EVENT_TYPES: dict[str, type[AggregateEvent]] = {}

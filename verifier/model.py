@@ -257,7 +257,7 @@ def state_hash(state: TrainState) -> bytes:
     h = blake3(prefix)
     for header, array in zip(headers, arrays, strict=True):
         h.update(header)
-        h.update(array.reshape(-1).view(np.uint8))
+        h.update(array.reshape(-1).view(np.uint8).data)
     return h.digest()
 
 

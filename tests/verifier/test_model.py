@@ -219,3 +219,15 @@ def test_hyperparameters_are_the_spec_float32_values() -> None:
         "0x3c23d70a",
     ]
     assert isinstance(hyper_from_spec(cases.spec().optimizer).lr, np.float32)
+
+
+def test_a_large_state_hashed_tensor_by_tensor_matches_the_encoding() -> None:
+    """A state over the one-buffer limit (2.4 MB) hashes as the encoding of §1.6 says."""
+    state = init_state(MlpModel(600, (), 500), "sgd", 7)
+    assert sum(a.nbytes for a in state.arrays()) > 1 << 20
+    layout = tensor_layout(state.widths, state.optimizer)
+    out = b"blacktail/state/v2" + struct.pack(">QI", state.step, len(layout))
+    for (name, shape), array in zip(layout, state.arrays(), strict=True):
+        out += struct.pack(">I", len(name)) + name.encode() + struct.pack(">I", len(shape))
+        out += b"".join(struct.pack(">Q", d) for d in shape) + array.astype("<f4").tobytes()
+    assert state.hash() == blake3(out).digest()
