@@ -24,6 +24,7 @@ QUICK_ARGS = {
     "bench_gateway.py": ["--transfers", "1000", "--reads", "2000"],
     "bench_kernels.py": ["--quick"],
     "bench_verification.py": ["--quick"],
+    "bench_tolerance.py": ["--quick"],
 }
 
 
