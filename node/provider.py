@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.client import OCTET_STREAM, SAFETENSORS, GatewayClient, GatewayError
-from node.trainer import Progress, SegmentRun, checkpoint_every_default, states_at, train_segment
+from node.trainer import Progress, SegmentRun, states_at, train_segment
 from protocol.commands import sign_command
 from protocol.jobspec import JobSpec, parse_job_spec
 from protocol.keys import PrivateKey
@@ -63,7 +63,7 @@ class ProviderAgent:
         fetch_dataset: Callable[[str], Examples],
         *,
         chain_id: int,
-        checkpoint_every: int = checkpoint_every_default,
+        checkpoint_every: int | None = None,
         progress: Progress | None = None,
         device: str = "cpu",
     ) -> None:

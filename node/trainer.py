@@ -7,6 +7,10 @@ state before the first step and after every step (the commitment's S + 1 leaves,
 `checkpoint_every`-th state so that any sampled state can be recomputed for its opening
 without keeping them all: an opening of step i re-runs at most `checkpoint_every - 1`
 steps from the checkpoint before it (the trade-off is measured in bench/).
+
+By default (`checkpoint_every=None`) a segment whose every state fits in
+`kept_states_bytes_max` keeps them all, so its openings cost no recomputation; a larger
+one keeps every `checkpoint_every_default`-th state.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ from verifier.torch_step import TorchTrainer
 
 Progress = Callable[[int, float], None]
 checkpoint_every_default = 16
+# States kept in memory per segment when every state is kept (the default for small models).
+kept_states_bytes_max = 256 * 2**20
+
+
+def auto_checkpoint_every(start: TrainState, steps: int) -> int:
+    """1 (keep every state) when the segment's S + 1 states fit the budget, else 16."""
+    state_bytes = sum(a.nbytes for a in start.arrays())
+    return 1 if state_bytes * (steps + 1) <= kept_states_bytes_max else checkpoint_every_default
 
 
 @dataclass
@@ -95,7 +107,7 @@ def train_segment(
     start: TrainState,
     end_step: int,
     *,
-    checkpoint_every: int = checkpoint_every_default,
+    checkpoint_every: int | None = None,
     progress: Progress | None = None,
     device: str = "cpu",
 ) -> SegmentRun:
@@ -107,6 +119,8 @@ def train_segment(
     where the hand-offs cost more than the hashes (specs/proof.md §1.6)."""
     if not start.step < end_step <= spec.total_steps:
         raise ValueError(f"end_step {end_step} does not follow state {start.step}")
+    if checkpoint_every is None:
+        checkpoint_every = auto_checkpoint_every(start, end_step - start.step)
     if checkpoint_every < 1:
         raise ValueError("checkpoint_every: at least 1")
     hyper = hyper_from_spec(spec.optimizer)

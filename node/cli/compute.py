@@ -314,7 +314,13 @@ def account_deposit_dev(
     show_default=True,
     help="Where fetched datasets are kept (checked against their id on every use).",
 )
-@click.option("--checkpoint-every", type=click.IntRange(1), default=16, show_default=True)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(1),
+    default=None,
+    help="Keep every Nth state for openings; default: every state when a segment's states "
+    "fit in 256 MiB, else every 16th.",
+)
 @device_option
 @click.option("--max-segments", type=click.IntRange(1), default=None, help="Stop after this many.")
 @click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True)
@@ -323,7 +329,7 @@ def provider_run(
     gateway: str,
     key_path: Path,
     cache_dir: Path,
-    checkpoint_every: int,
+    checkpoint_every: int | None,
     train_on: str,
     max_segments: int | None,
     poll_seconds: float,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from node.datasets import DatasetArrays, build_synthetic
-from node.trainer import state_at, train_segment
+from node.trainer import auto_checkpoint_every, kept_states_bytes_max, state_at, train_segment
 from protocol.jobspec import JobSpec, VerificationMode, parse_job_spec
 from verifier.model import initial_state
 from verifier.reexecute import compare_exact, reexecute_step
@@ -72,3 +72,17 @@ def test_tolerance_mode_trains_with_torch_and_stays_close_to_the_kernels(
     for a, b in zip(run.end.params, exact.end.params, strict=True):
         assert float(abs(a - b).max()) < 1e-4
     assert run.losses[-1] < run.losses[0]
+
+
+def test_a_small_segment_keeps_every_state_and_a_large_one_every_sixteenth(
+    spec: JobSpec, data: DatasetArrays
+) -> None:
+    """By default the tiny job keeps all its states (openings cost nothing); a segment too
+    large for the memory budget keeps every 16th."""
+    start = initial_state(spec)
+    run = train_segment(spec, data, start, 20)
+    assert sorted(run.checkpoints) == list(range(21))
+    assert auto_checkpoint_every(start, 20) == 1
+    state_bytes = sum(a.nbytes for a in start.arrays())
+    too_many = kept_states_bytes_max // state_bytes + 1
+    assert auto_checkpoint_every(start, too_many) == 16
