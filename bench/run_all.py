@@ -25,6 +25,7 @@ QUICK_ARGS = {
     "bench_kernels.py": ["--quick"],
     "bench_verification.py": ["--quick"],
     "bench_tolerance.py": ["--quick"],
+    "bench_settlement_gas.py": ["--accounts", "100", "--jobs", "1000"],
 }
 
 

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import settings
 
 from protocol.storage import Storage, postgres_storage, sqlite_storage
+from tests.chain.hardhat_fixture import node_toolchain_required
 from tests.pg_cluster import PG_BIN_ENV, ClusterError, PgServer, ThrowawayCluster, find_pg_bin
 
 TEST_DSN_ENV = "BLACKTAIL_TEST_DSN"
@@ -46,8 +47,9 @@ def _require_postgres() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     # Parsed up front so a mistyped value stops the run instead of surfacing only on a
-    # machine where PostgreSQL happens to be missing.
+    # machine where PostgreSQL (or node) happens to be missing.
     _require_postgres()
+    node_toolchain_required()
 
 
 def _unavailable(reason: str) -> NoReturn:

@@ -6,6 +6,7 @@ import click
 
 from node.cli.audit import audit
 from node.cli.bundle import train, verify
+from node.cli.chain import chain_group, claim
 from node.cli.compute import account, job, provider
 from node.cli.dataset import dataset
 from node.cli.demo import demo
@@ -38,3 +39,5 @@ main.add_command(dataset)
 main.add_command(train)
 main.add_command(verify)
 main.add_command(verifier)
+main.add_command(chain_group)
+main.add_command(claim)
