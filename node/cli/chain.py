@@ -366,3 +366,30 @@ def claim(
             f"claimed {to_display(found.amount, Asset(asset))} {asset} for {found.account} "
             f"(epoch {found.epoch})"
         )
+
+
+@chain_group.command("anchor")
+@rpc_option
+@deployment_option
+@click.argument("export", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@json_option
+def anchor(rpc: str, deployment_path: Path, export: Path, as_json: bool) -> None:
+    """Check every epoch anchored on-chain against an exported log (`blacktail log
+    export`): its log root, its claims root and its SettleEpoch record. Exit 1 on any
+    difference."""
+    from chain.anchor import check_anchor
+    from chain.contracts import SettlementDistributor
+
+    w3 = _web3(rpc)
+    deployment = _deployment(deployment_path, w3)
+    with export.open("rb") as handle:
+        report = check_anchor(handle, SettlementDistributor(w3, deployment.distributor), deployment)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for error in report.errors:
+            out.print(f"[red]✗[/red] {error}")
+        verdict = "[green]anchor holds[/green]" if report.ok else "[red]anchor broken[/red]"
+        out.print(f"{verdict}: epochs {report.epochs} against {report.log_size} exported events")
+    if not report.ok:
+        raise SystemExit(1)

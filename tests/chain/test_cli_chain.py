@@ -98,6 +98,15 @@ def test_the_operator_and_a_user_go_from_deposit_to_claim_on_the_command_line(
     assert black.balance_of(user_account.address) == 2 * BLACK
     status = run("chain", "status", "--rpc", rpc, "--deployment", str(deployment_file))
     assert status["epoch"] == 1 and status["vault_black"] == 4 * BLACK
+    export = tmp_path / "log.jsonl"
+    exported = CliRunner().invoke(
+        main, ["log", "export", "--data-dir", str(data), "--out", str(export)]
+    )
+    assert exported.exit_code == 0, exported.output
+    anchored = run(
+        "chain", "anchor", "--rpc", rpc, "--deployment", str(deployment_file), str(export)
+    )
+    assert anchored["ok"] is True and anchored["epochs"] == [1]
 
 
 def _send_eth(w3: Web3, funder: LocalAccount, to: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chain.anchor import check_anchor
 from chain.settlement import NothingToClaim, settlement_tree
 from protocol.assets import Asset
 from protocol.audit import audit_lines
@@ -217,3 +218,32 @@ def _fresh_world() -> World:
 
 
 _WORLD_SNAPSHOT: list[object] = []
+
+
+def test_the_anchor_check_accepts_the_operators_log_and_refuses_a_forked_one(
+    world: World,
+) -> None:
+    """Two posted epochs match the exported log; a log missing one withdrawal does not."""
+    b = bridge(world)
+    alice, bob = world.users[0], world.users[1]
+    for user in (alice, bob):
+        b.deposit(user, Asset.BLACK, 3 * BLACK)
+    b.watcher.poll()
+    b.request_withdrawal(alice, Asset.BLACK, BLACK)
+    b.settle()
+    b.request_withdrawal(bob, Asset.BLACK, 2 * BLACK)
+    b.settle()
+    handle = io.BytesIO()
+    write_export(b.network, b.operator, handle)
+    lines = handle.getvalue().splitlines()
+    report = check_anchor(lines, world.distributor, world.deployment)
+    assert report.ok, report.errors
+    assert report.epochs == [1, 2]
+    forked = [
+        line
+        for line in lines
+        if b"WithdrawalFinalize" not in line or bob.address.encode() not in line
+    ]
+    assert len(forked) < len(lines)
+    broken = check_anchor(forked, world.distributor, world.deployment)
+    assert not broken.ok and any("epoch 2" in error for error in broken.errors)
