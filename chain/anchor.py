@@ -17,7 +17,7 @@ from typing import Any
 
 from chain.contracts import SettlementDistributor
 from chain.deploy import Deployment
-from chain.settlement import ZERO_ROOT, settlement_tree
+from chain.settlement import ZERO_ROOT, recorded_epochs, settlement_tree
 from protocol import canonical, merkle
 from protocol.log import split_export_line
 from protocol.settlement import withdrawals_from_log
@@ -66,7 +66,7 @@ def check_anchor(
     report = AnchorReport(log_size=len(leaves))
     w3 = distributor.w3
     posts = distributor.root_posts(deployment.block_number, int(w3.eth.block_number))
-    records = _settle_records(leaves)
+    records = recorded_epochs(leaves)
     for post in posts:
         report.epochs.append(post.epoch)
         if post.log_size > len(leaves):
@@ -96,13 +96,3 @@ def check_anchor(
                 f"epoch {post.epoch}: the log's SettleEpoch differs from the chain"
             )
     return report
-
-
-def _settle_records(leaves: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    records: dict[int, dict[str, Any]] = {}
-    for leaf in leaves:
-        data = leaf.get("data", {})
-        if leaf.get("type") == "Receipt.Accepted" and data.get("kind") == "SettleEpoch":
-            message = data["message"]
-            records[int(message["epoch"])] = message
-    return records

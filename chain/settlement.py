@@ -26,21 +26,18 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from eventsourcing.application import AggregateNotFoundError
+from typing import Any, Protocol
 
 from chain.contracts import Sender, SettlementDistributor
 from chain.deploy import Deployment
 from chain.errors import ChainError
 from chain.merkle import StandardMerkleTree
-from protocol.application import CommandResult, Network
+from protocol.application import Network
 from protocol.assets import Asset
-from protocol.commands import sign_command
-from protocol.errors import ProtocolError
+from protocol.commands import SignedCommand, sign_command
 from protocol.keys import PrivateKey
 from protocol.log import EventLog
-from protocol.settlement import SETTLEMENTS_ID, Settlements, Withdrawals, withdrawals_from_log
+from protocol.settlement import Withdrawals, withdrawals_from_log
 
 LEAF_ENCODING = ("address", "address", "uint256")
 ZERO_ROOT = bytes(32)
@@ -87,46 +84,98 @@ def settlement_tree(withdrawals: Withdrawals, deployment: Deployment) -> Standar
     return StandardMerkleTree.of(values, LEAF_ENCODING) if values else None
 
 
+class Ledger(Protocol):
+    """What the settler needs of the ledger: its chain id, its log and a way to submit.
+    `NetworkLedger` is the operator's own store; a gateway's API is another
+    (`node.gateway_ledger.GatewayLedger`)."""
+
+    @property
+    def chain_id(self) -> int: ...
+
+    def head(self) -> tuple[int, bytes]:
+        """The log's current size and RFC 6962 root."""
+        ...
+
+    def leaves(self, size: int) -> Iterable[Mapping[str, Any]]:
+        """The first `size` leaves of the log, in order."""
+        ...
+
+    def submit(self, command: SignedCommand) -> Any: ...
+
+
+class NetworkLedger:
+    """The ledger as the operator's store holds it, in process."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.log = EventLog(network)
+
+    @property
+    def chain_id(self) -> int:
+        return self.network.chain_id
+
+    def head(self) -> tuple[int, bytes]:
+        self.log.sync()
+        return self.log.size, self.log.root()
+
+    def leaves(self, size: int) -> Iterable[Mapping[str, Any]]:
+        for position, leaf in enumerate(self.log.leaves()):
+            if position >= size:
+                break
+            yield leaf
+
+    def submit(self, command: SignedCommand) -> Any:
+        return self.network.submit(command)
+
+
+def recorded_epochs(leaves: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+    """The `SettleEpoch` messages of a log, by epoch."""
+    records: dict[int, Mapping[str, Any]] = {}
+    for leaf in leaves:
+        data = leaf.get("data", {})
+        if leaf.get("type") == "Receipt.Accepted" and data.get("kind") == "SettleEpoch":
+            records[int(data["message"]["epoch"])] = data["message"]
+    return records
+
+
 def _key(*parts: object) -> str:
     return hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()
 
 
 class EpochSettler:
-    """The operator's settler, next to the operator's store."""
+    """The operator's settler: over its own store (`NetworkLedger`) or a gateway's API."""
 
     def __init__(
         self,
-        network: Network,
+        ledger: Ledger | Network,
         operator: PrivateKey,
         distributor: SettlementDistributor,
         deployment: Deployment,
         sender: Sender,
     ) -> None:
-        self.network = network
+        self.ledger: Ledger = NetworkLedger(ledger) if isinstance(ledger, Network) else ledger
         self.operator = operator
         self.distributor = distributor
         self.deployment = deployment
         self.sender = sender
 
-    def _command(self, kind: str, client_id: str, **fields: Any) -> CommandResult:
+    def _command(self, kind: str, client_id: str, **fields: Any) -> Any:
         fields.update(
             clientId=client_id,
             nonce=secrets.randbits(128) + 1,
             expiry=int(time.time()) + command_expiry_seconds,
         )
-        command = sign_command(self.operator, kind, self.network.chain_id, fields)
+        command = sign_command(self.operator, kind, self.ledger.chain_id, fields)
         try:
-            return self.network.submit(command)
-        except ProtocolError as error:
+            return self.ledger.submit(command)
+        except Exception as error:
+            # A refused command (ProtocolError in process, a problem from a gateway):
+            # the epoch stops here, and a rerun picks it up where it stopped.
             raise SettlementError(f"{kind} {client_id} refused: {error}") from error
 
     def last_recorded_epoch(self) -> int:
-        try:
-            settlements: Settlements = self.network.repository.get(SETTLEMENTS_ID)
-        except AggregateNotFoundError:  # No epoch was ever settled.
-            return 0
-        assert isinstance(settlements, Settlements)
-        return settlements.last_epoch
+        size, _ = self.ledger.head()
+        return max(recorded_epochs(self.ledger.leaves(size)), default=0)
 
     def settle(self) -> EpochReport:
         """Settle the next epoch (or record one the chain has and the ledger lacks)."""
@@ -140,9 +189,8 @@ class EpochSettler:
                 "this ledger does not belong to this contract"
             )
         epoch = recorded + 1
-        log = EventLog(self.network)
-        log.sync()
-        pending = withdrawals_from_log(log.leaves()).pending()
+        size, _ = self.ledger.head()
+        pending = withdrawals_from_log(self.ledger.leaves(size)).pending()
         finalized: dict[str, int] = {}
         for (account, asset), amount in sorted(pending.items()):
             self._command(
@@ -154,9 +202,8 @@ class EpochSettler:
                 chainRef=f"{self.deployment.chain_id}:epoch:{epoch}",
             )
             finalized[asset] = finalized.get(asset, 0) + amount
-        log.sync()
-        size, log_root = log.size, log.root()
-        withdrawals = withdrawals_from_log(log.leaves(), size)
+        size, log_root = self.ledger.head()
+        withdrawals = withdrawals_from_log(self.ledger.leaves(size), size)
         tree = settlement_tree(withdrawals, self.deployment)
         root = bytes.fromhex(tree.root[2:]) if tree is not None else ZERO_ROOT
         receipt = self.distributor.post_root(epoch, root, size, log_root, sender=self.sender)

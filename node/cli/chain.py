@@ -12,7 +12,6 @@ the same key signs ledger commands and chain transactions.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -278,21 +277,6 @@ def status(rpc: str, deployment_path: Path, as_json: bool) -> None:
         print_facts("chain", facts)
 
 
-def _gateway_leaves(gateway: str, size: int) -> Iterator[dict[str, Any]]:
-    """The first `size` leaves of the gateway's log, page by page."""
-    remote = Remote(gateway)
-    cursor: str | None = None
-    seen = 0
-    while seen < size:
-        page = remote.get("/events?limit=1000" + (f"&cursor={cursor}" if cursor else ""))
-        for item in page["items"]:
-            yield item["leaf"]
-            seen += 1
-        cursor = page.get("next_cursor")
-        if not page["items"] or cursor is None:
-            break
-
-
 @click.command("claim")
 @rpc_option
 @deployment_option
@@ -330,7 +314,9 @@ def claim(
     network = None
     try:
         if gateway is not None:
-            leaves: Any = _gateway_leaves(gateway, size)
+            from node.gateway_ledger import GatewayLedger
+
+            leaves: Any = GatewayLedger(Remote(gateway).client).leaves(size)
         else:
             from protocol.log import EventLog
 
