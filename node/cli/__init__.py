@@ -9,7 +9,7 @@ from node.cli.bundle import train, verify
 from node.cli.chain import chain_group, claim
 from node.cli.compute import account, job, provider
 from node.cli.dataset import dataset
-from node.cli.demo import demo
+from node.cli.demo import demo, ledger_demo
 from node.cli.gateway import gateway
 from node.cli.keys import keys
 from node.cli.ledger import ledger
@@ -28,6 +28,7 @@ def main() -> None:
 
 main.add_command(keys)
 main.add_command(ledger)
+ledger.add_command(ledger_demo)
 main.add_command(log_group)
 main.add_command(audit)
 main.add_command(demo)

@@ -115,9 +115,11 @@ def test_export_without_a_store_fails_clearly(runner: CliRunner, tmp_path: Path)
 
 
 def test_demo_runs_the_story_and_passes(runner: CliRunner, tmp_path: Path) -> None:
-    """`blacktail demo` on a small workload passes its audit, catches its forgery and exits 0."""
+    """`blacktail ledger demo` on a small workload passes its audit, catches its forgery and
+    exits 0."""
     code, out = invoke(
         runner,
+        "ledger",
         "demo",
         "--data-dir",
         str(tmp_path / "demo"),
