@@ -39,9 +39,16 @@ from node.provider import ProviderAgent
 from protocol.assets import Asset
 from protocol.commands import sign_command
 from protocol.keys import PrivateKey
+from protocol.storage import LEDGER_FILE
 from verifier.agent import TaskReport, VerifierAgent
 
 log = logging.getLogger(__name__)
+
+
+class EmbeddedNetworkError(RuntimeError):
+    """The embedded network cannot start here."""
+
+
 GAS_LIMIT = 5_000_000
 command_expiry_seconds = 600
 agent_poll_seconds = 0.2
@@ -211,7 +218,15 @@ def embedded_network(
 ) -> Iterator[tuple[Network, list[LocalAccount]]]:
     """Start the gateway and the chain, deploy, wire the watcher and the settler; stop all
     of it when the block ends. Yields the network and the funded chain accounts (the first
-    is the contracts' admin; give the others to participants)."""
+    is the contracts' admin; give the others to participants).
+
+    The in-process chain lives as long as this process, so the data directory must be new:
+    a ledger that recorded deposits and epochs of an earlier chain would not match it."""
+    if (data_dir / LEDGER_FILE).exists():
+        raise EmbeddedNetworkError(
+            f"{data_dir} already holds a ledger from an earlier run; the in-process chain "
+            "starts empty each time, so use a new data directory"
+        )
     with run_gateway(data_dir, workers=gateway_workers, dev=False) as gateway:
         client = gateway.client(timeout_seconds=60)
         w3 = in_process_web3(accounts)

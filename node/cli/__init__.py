@@ -9,7 +9,7 @@ from node.cli.bundle import train, verify
 from node.cli.chain import chain_group, claim
 from node.cli.compute import account, job, provider
 from node.cli.dataset import dataset
-from node.cli.demo import demo, ledger_demo
+from node.cli.demo import demo, ledger_demo, up
 from node.cli.gateway import gateway
 from node.cli.keys import keys
 from node.cli.ledger import ledger
@@ -32,6 +32,7 @@ ledger.add_command(ledger_demo)
 main.add_command(log_group)
 main.add_command(audit)
 main.add_command(demo)
+main.add_command(up)
 main.add_command(gateway)
 main.add_command(provider)
 main.add_command(job)

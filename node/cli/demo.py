@@ -5,7 +5,9 @@ catching a one-line forgery)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -201,3 +203,133 @@ def demo(data_dir: Path | None, report_dir: Path) -> None:
     out.print("[bold green]demo passed[/]" if story.ok else "[bold red]demo failed[/]")
     if not story.ok:
         raise SystemExit(1)
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".blacktail/up"),
+    show_default=True,
+    help="The network's store, keys and deployment file.",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1),
+    default=None,
+    help="Stop after this long (default: run until Ctrl-C).",
+)
+@click.option("--fresh", is_flag=True, help="Delete DATA_DIR first (it must be new otherwise).")
+@click.option(
+    "--settle-every",
+    type=click.FloatRange(5),
+    default=60.0,
+    show_default=True,
+    help="Seconds between epoch settlements.",
+)
+def up(data_dir: Path, seconds: float | None, fresh: bool, settle_every: float) -> None:
+    """Start the whole network on this machine and keep it running to explore.
+
+    The gateway (with the dashboard at its root URL), contracts on an in-process EVM with
+    the chain watcher, two providers and two verifiers working, a developer whose digits
+    job is training, and an epoch settled every --settle-every seconds. The participants'
+    keys are written to DATA_DIR/keys/ so that every `blacktail` command can be used
+    against the running gateway. Ctrl-C stops everything.
+    """
+    from node.datasets import publish, save_dataset
+    from node.demo import BLACK, STAKE, digits_split, job_spec
+    from node.embedded import (
+        EmbeddedNetworkError,
+        agent_poll_seconds,
+        embedded_network,
+        participants,
+    )
+
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        network = embedded_network(data_dir)
+        net, accounts = network.__enter__()
+    except EmbeddedNetworkError as error:
+        raise click.ClickException(f"{error} (or pass --fresh)") from None
+    with contextlib.ExitStack() as stack:
+        stack.push(network.__exit__)
+        people = participants(
+            accounts,
+            [
+                ("dana", "developer"),
+                ("paul", "provider"),
+                ("petra", "provider"),
+                ("vera", "verifier"),
+                ("victor", "verifier"),
+            ],
+        )
+        keys_dir = data_dir / "keys"
+        keys_dir.mkdir(exist_ok=True)
+        for person in people:
+            path = keys_dir / f"{person.name}.pem"
+            if not path.exists():
+                person.key.save(path)
+            net.deposit(person, Asset.BLACK, 100 * BLACK)
+        net.credit_deposits()
+        train, _, _ = digits_split()
+        save_dataset(train, data_dir / "digits-train")
+        spec = job_spec(publish(data_dir / "digits-train", net.client))
+        for person in people:
+            if person.role == "provider":
+                agent = net.provider_agent(person)
+                agent.register(
+                    device="cpu (embedded)",
+                    gpus=1,
+                    memoryMb=16_000,
+                    benchmarkGflops=50,
+                    priceBlack=5 * 10**14,
+                    priceUsd=1,
+                    stake=STAKE,
+                )
+                net.run_in_background(
+                    f"provider-{person.name}",
+                    lambda stop, a=agent: a.run(stop, poll_seconds=agent_poll_seconds),  # type: ignore[misc]
+                )
+            elif person.role == "verifier":
+                verifier_agent = net.verifier_agent(person)
+                verifier_agent.register(STAKE)
+                net.run_in_background(f"verifier-{person.name}", verifier_agent.run)
+        developer = people[0]
+        net.command(
+            developer.key,
+            "SubmitJob",
+            {"spec": spec.to_json()},
+            specHash="0x" + spec.digest().hex(),
+        )
+        out.print(
+            Panel.fit(
+                f"[bold]BlackTail is up[/]\n"
+                f"gateway and dashboard: {net.gateway.base_url}/\n"
+                f"API document: {net.gateway.base_url}/openapi.json\n"
+                f"keys: {keys_dir}/<name>.pem ({', '.join(p.name for p in people)})\n"
+                f"deployment: {data_dir / 'deployment.json'} (in-process EVM)\n"
+                f"try: blacktail account balance --gateway {net.gateway.base_url} "
+                f"--key {keys_dir / 'paul.pem'}\n"
+                "Ctrl-C stops everything.",
+                border_style="green",
+            )
+        )
+        started = time.monotonic()
+        settled_at = started
+        try:
+            while seconds is None or time.monotonic() - started < seconds:
+                for credit in net.credit_deposits():
+                    out.print(
+                        f"credited {credit.deposit.amount} {credit.asset} "
+                        f"to {credit.deposit.account}"
+                    )
+                if time.monotonic() - settled_at >= settle_every:
+                    report = net.settle()
+                    out.print(f"epoch {report.epoch} settled: log head {report.log_size} events")
+                    settled_at = time.monotonic()
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            out.print("stopping")
+    out.print("[bold]BlackTail stopped[/]")

@@ -44,3 +44,27 @@ def test_the_demo_tells_the_whole_story_and_every_check_holds(tmp_path: Path) ->
     for plot in ("loss.png", "balances.png", "verification.png"):
         assert (report_dir / plot).stat().st_size > 1000
     assert "every check held" in (report_dir / "report.md").read_text()
+
+
+def test_up_runs_the_network_settles_epochs_and_stops(tmp_path: Path) -> None:
+    """`blacktail up --seconds` starts everything, settles an epoch, stops cleanly; a second
+    start on the same directory is refused with a reason, and --fresh starts anew."""
+    data_dir = tmp_path / "up"
+    command = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--seconds",
+        "12",
+        "--settle-every",
+        "5",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "BlackTail is up" in done.stdout and "epoch 1 settled" in done.stdout
+    assert (data_dir / "keys" / "paul.pem").exists()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode != 0 and "already holds a ledger" in again.stderr
