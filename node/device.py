@@ -68,7 +68,11 @@ def describe_device(kind: str) -> DeviceFacts:
 def measure_gflops(
     kind: str = "cpu", size: int = matmul_size_default, repeats: int = matmul_repeats_default
 ) -> int:
-    """Float32 matmul throughput of the device, in GFLOP/s (a warm-up call, then timed)."""
+    """Float32 matmul throughput of the device, in whole GFLOP/s (a warm-up call, then timed).
+
+    The figure is rounded down but never below 1: a device that answered at all is
+    registered with a positive rate, even when a loaded machine slowed the timed calls.
+    """
     flops = 2 * size**3 * repeats
     if kind == "cuda":
         import torch
@@ -81,7 +85,7 @@ def measure_gflops(
         for _ in range(repeats):
             a @ b
         torch.cuda.synchronize()
-        return int(flops / (time.perf_counter() - started) / 1e9)
+        return _whole_gflops(flops, time.perf_counter() - started)
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -91,4 +95,8 @@ def measure_gflops(
     started = time.perf_counter()
     for _ in range(repeats):
         x @ y
-    return int(flops / (time.perf_counter() - started) / 1e9)
+    return _whole_gflops(flops, time.perf_counter() - started)
+
+
+def _whole_gflops(flops: int, seconds: float) -> int:
+    return max(1, int(flops / seconds / 1e9))
