@@ -22,6 +22,7 @@ QUICK_ARGS = {
     "bench_ledger.py": ["--transfers", "1000", "--single", "100"],
     "bench_audit.py": ["--events", "20000"],
     "bench_gateway.py": ["--transfers", "1000", "--reads", "2000"],
+    "bench_hub.py": ["--quick"],
     "bench_kernels.py": ["--quick"],
     "bench_verification.py": ["--quick"],
     "bench_tolerance.py": ["--quick"],

@@ -200,6 +200,11 @@ class GatewayClient:
                 self.close()
                 if attempt or not retry:
                     raise
+            except http.client.HTTPException as error:
+                self.close()
+                if isinstance(error, OSError):
+                    raise
+                raise _broken(error) from error
             except BaseException:
                 self.close()
                 raise
@@ -210,6 +215,15 @@ class GatewayClient:
             body = response.read(bytes_max + 1) if bytes_max else response.read()
             if bytes_max and len(body) > bytes_max:
                 raise GatewayError(response.status, {"detail": f"answer over {bytes_max} bytes"})
+            if response.length:
+                # read(n) returns what came before the connection closed without saying
+                # that it fell short of Content-Length; the bytes still owed say it.
+                raise http.client.IncompleteRead(body, response.length)
+        except http.client.HTTPException as error:
+            self.close()
+            if isinstance(error, OSError):
+                raise  # RemoteDisconnected is a ConnectionResetError already
+            raise _broken(error) from error
         except BaseException:
             self.close()
             raise
@@ -235,6 +249,13 @@ class GatewayClient:
         if not isinstance(problem, dict):
             problem = {"status": reply.status, "detail": reply.body[:200].decode("replace")}
         raise GatewayError(reply.status, problem)
+
+
+def _broken(error: http.client.HTTPException) -> ConnectionError:
+    """An answer cut off or garbled in transit (the gateway died while answering) as the
+    operating error it is: a ConnectionError (an OSError) like any other broken
+    connection, which callers retry, not http.client's own exception tree."""
+    return ConnectionError(f"the gateway's answer broke off: {error!r}")
 
 
 def _with_query(path: str, params: Mapping[str, Any] | None) -> str:

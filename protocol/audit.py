@@ -37,11 +37,13 @@ from protocol.commands import (
     payload_digest,
 )
 from protocol.errors import AuditFailure, ProtocolError
+from protocol.hub import HUB_ID, HUB_POOL, Hub
 from protocol.jobs import Job
 from protocol.keys import recover_address
 from protocol.ledger import (
     ESCROW_PREFIX,
     RESERVE,
+    TREASURY_ACCOUNT,
     UNBONDING,
     Account,
     Leg,
@@ -238,6 +240,7 @@ class Replayer:
         # side once the command that touched them is complete.
         self._dirty_jobs: set[UUID] = set()
         self._dirty_bonds: set[str] = set()
+        self._dirty_hub_pool = False
         # Ids of receipts and nonce records seen: each may be created only once.
         self._records: set[UUID] = set()
         self.deposits: dict[str, int] = {}
@@ -354,6 +357,8 @@ class Replayer:
         for _name, asset, bucket, _side, _amount in data["legs"]:
             if bucket == UNBONDING:
                 self._dirty_bonds.add(account.name)
+            elif bucket == HUB_POOL:
+                self._dirty_hub_pool = True
             elif bucket.startswith(ESCROW_PREFIX):
                 with contextlib.suppress(ValueError):
                     self._dirty_jobs.add(UUID(bucket[len(ESCROW_PREFIX) :]))
@@ -391,8 +396,9 @@ class Replayer:
 
     def _check_compute(self, index: int) -> None:
         """The compute side and the ledger side of what the last command touched agree:
-        a job's escrow bucket holds budget - paid - refunded, and an address's unbonding
-        bucket holds the sum of its unbonding entries."""
+        a job's escrow bucket holds budget - paid - refunded, an address's unbonding
+        bucket holds the sum of its unbonding entries, and the hub's pool what the hub
+        took in and paid out."""
         for job_id in self._dirty_jobs:
             job = self.aggregates.get(job_id)
             if not isinstance(job, Job):
@@ -416,8 +422,24 @@ class Replayer:
                 raise AuditFailure(
                     index, f"{address}: unbonding bucket holds {held}, its entries {entries}"
                 )
+        if self._dirty_hub_pool:
+            self._check_hub_pool(index)
         self._dirty_jobs.clear()
         self._dirty_bonds.clear()
+        self._dirty_hub_pool = False
+
+    def _check_hub_pool(self, index: int) -> None:
+        """The hub's subscription pool: the treasury's `escrow:hub-pool` bucket holds, per
+        asset, what the Hub aggregate says subscriptions paid in and epochs paid out."""
+        hub = self.aggregates.get(HUB_ID)
+        ledger = self.aggregates.get(account_id(TREASURY_ACCOUNT))
+        pool = hub.pool if isinstance(hub, Hub) else {}
+        for asset in ("BLACK", "USD"):
+            held = ledger.balance(asset, HUB_POOL) if isinstance(ledger, Account) else 0
+            if held != pool.get(asset, 0):
+                raise AuditFailure(
+                    index, f"hub pool holds {held} {asset}, the hub says {pool.get(asset, 0)}"
+                )
 
     def finish(self) -> None:
         if self.events == 0:

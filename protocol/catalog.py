@@ -1,5 +1,6 @@
 """The compute read model: every provider, verifier, job, lease, commitment and dispute,
-folded from the event log as it grows, for lists and filters.
+and the market's listings, grants, reviews and hub state, folded from the event log as it
+grows, for lists and filters.
 
 Aggregates are strongly consistent when read one by one from the repository; lists need
 an index, and this is it: a projection fed by `EventLog.sync` (each new leaf, in log
@@ -18,6 +19,7 @@ from eventsourcing.domain import Aggregate
 
 from protocol.jobs import Commitment, Dispute, Job, Lease
 from protocol.log import COMPUTE_AGGREGATES, EVENT_AGGREGATES, EventLog, event_from_leaf
+from protocol.market import Listing, Review
 from protocol.participants import Provider, Verifier
 
 A = TypeVar("A", bound=Aggregate)
@@ -32,6 +34,8 @@ LISTED: dict[str, type[Aggregate]] = {
     "leases": Lease,
     "commitments": Commitment,
     "disputes": Dispute,
+    "listings": Listing,
+    "reviews": Review,
 }
 
 

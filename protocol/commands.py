@@ -51,7 +51,7 @@ samples_list_max = 65536
 _BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_ID_FIELDS = frozenset({"job", "lease", "commitment", "dispute", "target"})
+_ID_FIELDS = frozenset({"job", "lease", "commitment", "dispute", "target", "listing", "plan"})
 
 _EIP712_DOMAIN = [
     {"name": "name", "type": "string"},
@@ -277,8 +277,11 @@ LEDGER_KINDS: dict[str, CommandKind] = {
 }
 
 
-# uint256 fields that may be 0: a price of 0 is a free offer, a stake of 0 adds nothing.
-_ZERO_ALLOWED = frozenset({"nonce", "fee", "bounty", "priceBlack", "priceUsd", "stake"})
+# uint256 fields that may be 0: a price of 0 is a free offer (a model anyone may download,
+# a hub model offered to subscribers only), a stake of 0 adds nothing.
+_ZERO_ALLOWED = frozenset(
+    {"nonce", "fee", "bounty", "priceBlack", "priceUsd", "stake", "price", "requestPrice"}
+)
 
 
 def _computed(signer: str, m: Mapping[str, Any]) -> list[Leg]:
@@ -388,7 +391,84 @@ COMPUTE_KINDS: dict[str, CommandKind] = {
         ),
     )
 }
-KINDS: dict[str, CommandKind] = {**LEDGER_KINDS, **COMPUTE_KINDS}
+_LISTING = ("listing", "string")
+# DMarket and the GenAI Hub (specs/market.md): decided against state like the compute
+# commands, by `protocol.market` and `protocol.hub`.
+MARKET_KINDS: dict[str, CommandKind] = {
+    k.name: k
+    for k in (
+        _compute_kind(
+            "ListModel",
+            (
+                ("artifact", "bytes32"),
+                ("name", "string"),
+                ("task", "string"),
+                ("license", "string"),
+                ("licenseText", "string"),
+                ("description", "string"),
+                ("price", "uint256"),
+                _A,
+                ("royaltyBps", "uint64"),
+                ("provenanceJob", "string"),
+                ("hub", "bool"),
+                ("requestPrice", "uint256"),
+            ),
+            "list a model (a safetensors blob) for sale, optionally with the job that trained it",
+        ),
+        _compute_kind(
+            "UpdateListing",
+            (
+                _LISTING,
+                ("price", "uint256"),
+                ("description", "string"),
+                ("hub", "bool"),
+                ("requestPrice", "uint256"),
+            ),
+            "change a listing's price, description and hub offer (its creator)",
+        ),
+        _compute_kind("Delist", (_LISTING,), "stop selling a model; grants keep working"),
+        _compute_kind(
+            "BuyModel",
+            (_LISTING, ("price", "uint256"), _A),
+            "buy a license to a listed model at the price and currency the buyer agrees to",
+        ),
+        _compute_kind(
+            "ReviewModel",
+            (_LISTING, ("rating", "uint64"), ("text", "string")),
+            "rate a bought model from 1 to 5 (its buyers only)",
+        ),
+        _compute_kind(
+            "SetHubPlan",
+            (
+                ("plan", "string"),
+                ("priceBlack", "uint256"),
+                ("priceUsd", "uint256"),
+                ("periodSeconds", "uint64"),
+                ("quota", "uint64"),
+                ("active", "bool"),
+            ),
+            "offer or change a hub subscription plan (operator)",
+            operator_only=True,
+        ),
+        _compute_kind(
+            "Subscribe",
+            (("plan", "string"), _A, ("price", "uint256")),
+            "subscribe to the hub for one period of a plan, paid in BLACK or USD",
+        ),
+        _compute_kind(
+            "HubRequest",
+            (_LISTING, ("inputDigest", "bytes32")),
+            "one metered inference request to a hub model (the gateway submits it)",
+        ),
+        _compute_kind(
+            "CloseHubEpoch",
+            (("epoch", "uint64"),),
+            "share the hub's subscription pool among creators by requests served (operator)",
+            operator_only=True,
+        ),
+    )
+}
+KINDS: dict[str, CommandKind] = {**LEDGER_KINDS, **COMPUTE_KINDS, **MARKET_KINDS}
 
 
 def parse_kind(name: object) -> CommandKind:

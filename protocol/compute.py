@@ -21,7 +21,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from protocol.assets import Asset
-from protocol.commands import VerifiedCommand
+from protocol.commands import MARKET_KINDS, VerifiedCommand
 from protocol.errors import (
     InvalidInput,
     InvalidTransition,
@@ -1098,6 +1098,15 @@ def _settle_epoch(context: Context, command: VerifiedCommand) -> Decision:
     return Decision([], apply, {"epoch": m["epoch"], "root": m["root"]})
 
 
+def _market(context: Context, command: VerifiedCommand) -> Decision:
+    # DMarket and the GenAI Hub (specs/market.md) build on this module's Context and
+    # Decision, so they are imported on first use: at the top they would import in a circle.
+    from protocol import hub, market
+
+    handler = market.HANDLERS.get(command.kind.name) or hub.HANDLERS[command.kind.name]
+    return handler(context, command)
+
+
 _HANDLERS: Mapping[str, Handler] = {
     "RegisterProvider": _register_provider,
     "SetProviderStatus": _set_provider_status,
@@ -1114,4 +1123,5 @@ _HANDLERS: Mapping[str, Handler] = {
     "RuleDispute": _rule_dispute,
     "Sweep": _sweep,
     "SettleEpoch": _settle_epoch,
+    **dict.fromkeys(MARKET_KINDS, _market),
 }

@@ -29,9 +29,11 @@ from protocol.application import Genesis, Network, NonceUse, Receipt
 from protocol.commands import DOMAIN_NAME, DOMAIN_VERSION
 from protocol.eip712 import hash_typed_data
 from protocol.errors import InvalidInput, NotFound
+from protocol.hub import Hub, HubMeter, Subscription
 from protocol.jobs import Commitment, Dispute, Job, Lease
 from protocol.keys import PrivateKey, parse_address, verify_signer
 from protocol.ledger import Account
+from protocol.market import Grant, HubRoster, Listing, Review
 from protocol.participants import Bond, Provider, Roster, Verifier
 from protocol.settlement import Settlements
 
@@ -85,6 +87,26 @@ LOG_EVENT_TYPES: tuple[tuple[type[Aggregate], str], ...] = (
     # Epoch settlement (protocol/settlement.py).
     (Settlements, "Started"),
     (Settlements, "Settled"),
+    # DMarket and the GenAI Hub (protocol/market.py, protocol/hub.py).
+    (Listing, "Listed"),
+    (Listing, "Updated"),
+    (Listing, "Delisted"),
+    (Listing, "Sold"),
+    (Listing, "Reviewed"),
+    (Grant, "Granted"),
+    (Review, "Written"),
+    (Review, "Revised"),
+    (HubRoster, "Started"),
+    (HubRoster, "ListingAdded"),
+    (Hub, "Started"),
+    (Hub, "PlanSet"),
+    (Hub, "PoolFunded"),
+    (Hub, "EpochClosed"),
+    (Subscription, "Started"),
+    (Subscription, "Renewed"),
+    (Subscription, "Used"),
+    (HubMeter, "Started"),
+    (HubMeter, "Counted"),
 )
 COMPUTE_AGGREGATES: tuple[type[Aggregate], ...] = (
     Provider,
@@ -96,6 +118,13 @@ COMPUTE_AGGREGATES: tuple[type[Aggregate], ...] = (
     Commitment,
     Dispute,
     Settlements,
+    Listing,
+    Grant,
+    Review,
+    HubRoster,
+    Hub,
+    Subscription,
+    HubMeter,
 )
 
 EVENT_TYPES: dict[str, type[AggregateEvent]] = {}

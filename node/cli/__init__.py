@@ -14,6 +14,7 @@ from node.cli.gateway import gateway
 from node.cli.keys import keys
 from node.cli.ledger import ledger
 from node.cli.log import log_group
+from node.cli.market import hub, market
 from node.cli.verifier import verifier
 
 
@@ -43,3 +44,5 @@ main.add_command(verify)
 main.add_command(verifier)
 main.add_command(chain_group)
 main.add_command(claim)
+main.add_command(market)
+main.add_command(hub)

@@ -15,7 +15,18 @@ from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 
-from node.gateway import accounts, blobs, commands, compute, dev, events, health
+from node.gateway import (
+    accounts,
+    blobs,
+    commands,
+    compute,
+    dashboard,
+    dev,
+    events,
+    health,
+    hub,
+    market,
+)
 from node.gateway.api import GatewayApi, GatewayBlueprint
 from node.gateway.config import GatewayConfig
 from node.gateway.problems import register_error_handlers
@@ -31,6 +42,9 @@ _RESOURCES: tuple[Callable[[Services], GatewayBlueprint], ...] = (
     accounts.blueprint,
     events.blueprint,
     blobs.blueprint,
+    market.blueprint,
+    hub.blueprint,
+    dashboard.blueprint,
 )
 _DESCRIPTION = (
     "Signed commands in, the tamper-evident event log and content-addressed blobs out. "

@@ -13,9 +13,9 @@ from typing import Any
 import marshmallow as ma
 from flask import Response, request, send_file
 from flask.views import MethodView
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from node.blobs import MediaType, parse_digest
+from node.blobs import MediaType, Readable, parse_digest
 from node.gateway.api import GatewayBlueprint, documents_problems
 from node.gateway.problems import PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, Problem
 from node.gateway.services import Services
@@ -23,6 +23,30 @@ from node.gateway.services import Services
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ACCEPTED = [m.value for m in MediaType]
 _IMMUTABLE_SECONDS = 365 * 24 * 3600
+
+
+class WholeBody:
+    """A request body that must be exactly its Content-Length long.
+
+    gunicorn ends the body stream where the connection ends, so a client that gives up
+    half way leaves a shorter body, which could even hash to the name it was sent under.
+    Such a message is incomplete (RFC 9112, section 8) and must not be stored as if it
+    were the whole upload: reading past its end raises ClientDisconnected (a 400).
+    """
+
+    def __init__(self, stream: Readable, length: int) -> None:
+        self._stream = stream
+        self._length = length
+        self._seen = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        chunk = self._stream.read(size)
+        self._seen += len(chunk)
+        if not chunk and self._seen < self._length:
+            raise ClientDisconnected(
+                f"the body ended after {self._seen} of the {self._length} bytes it announced"
+            )
+        return chunk
 
 
 class StoredBlobSchema(ma.Schema):
@@ -65,13 +89,15 @@ def blueprint(services: Services) -> GatewayBlueprint:
             # enforces it too, for bodies without a Content-Length.
             request.max_content_length = store.blob_bytes_max
             try:
-                body = request.stream
+                body: Readable = request.stream
             except RequestEntityTooLarge:
                 raise Problem(
                     PAYLOAD_TOO_LARGE,
                     f"the body is larger than the {store.blob_bytes_max}-byte limit for blobs",
                     bytes_max=store.blob_bytes_max,
                 ) from None
+            if request.content_length is not None:
+                body = WholeBody(body, request.content_length)
             stored = store.put(hex_digest, body, MediaType(request.mimetype))
             location = f"/blobs/0x{stored.digest}"
             return (

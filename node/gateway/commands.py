@@ -6,7 +6,9 @@ state by `Network.submit`. A retry with the same signer and client id gets the f
 answer again, with status 200 instead of 201.
 
 `submit_command` is the one place the gateway hands a command to the protocol: a kind
-that needs data beside its signed message reads it from the request's `context` there.
+that needs data beside its signed message reads it from the request's `context` there,
+and a market command whose artifact must be in the blob store is checked there
+(`node.artifacts.check_market_command`), since the ledger records only its digest.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import marshmallow as ma
 
+from node.artifacts import check_market_command
+from node.blobs import BlobError
 from node.gateway.api import GatewayBlueprint, documents_problems
 from node.gateway.config import GatewayConfig
 from node.gateway.problems import ProblemSchema, error_body, problem_for
@@ -124,9 +128,22 @@ def submit_command(
     `extra` is the request's unsigned `context` (a SubmitJob's job spec); it is turned
     into the protocol's CommandContext here and passed only when the request had one.
     """
+    check_against_stores(services, signed)
     # The committer verifies the signature in this thread, then applies the command in
     # the next group commit of this process (node/gateway/committer.py).
     return services.committer.submit(signed, None if extra is None else command_context(extra))
+
+
+def check_against_stores(services: Services, signed: SignedCommand) -> None:
+    """What the gateway checks in its own stores before the ledger sees a command: a
+    market command's artifact in the blob store (InvalidArtifact, BlobNotFound)."""
+    check_market_command(
+        signed.kind,
+        signed.message,
+        services.blobs,
+        services.config.artifact_bytes_max,
+        services.network,
+    )
 
 
 def submit_batch(
@@ -142,7 +159,7 @@ def blueprint(services: Services) -> GatewayBlueprint:
     blp = GatewayBlueprint("commands", __name__, description="Signed commands")
     metrics = services.metrics
 
-    def counted(kind: str, outcome: CommandResult | ProtocolError) -> None:
+    def counted(kind: str, outcome: CommandResult | ProtocolError | BlobError) -> None:
         if isinstance(outcome, CommandResult):
             metrics.count_command(kind, "duplicate" if outcome.duplicate else "accepted")
         else:
@@ -161,7 +178,7 @@ def blueprint(services: Services) -> GatewayBlueprint:
         signed = SignedCommand.from_json(body)
         try:
             result = submit_command(services, signed, extra)
-        except ProtocolError as error:
+        except (ProtocolError, BlobError) as error:
             counted(signed.kind, error)
             raise
         counted(signed.kind, result)
@@ -173,17 +190,19 @@ def blueprint(services: Services) -> GatewayBlueprint:
     @documents_problems(blp, 400, 413, 415)
     def post_batch(body: dict[str, Any]) -> dict[str, Any]:
         """Apply up to batch_commands_max signed commands in order, in one transaction."""
-        parsed: list[SignedCommand | InvalidInput] = []
+        parsed: list[SignedCommand | ProtocolError | BlobError] = []
         for item in body["commands"]:
             try:
-                parsed.append(SignedCommand.from_json(item))
-            except InvalidInput as error:
+                command = SignedCommand.from_json(item)
+                check_against_stores(services, command)
+                parsed.append(command)
+            except (InvalidInput, BlobError) as error:
                 parsed.append(error)
         signed = [p for p in parsed if isinstance(p, SignedCommand)]
         applied = iter(submit_batch(services, signed))
         results = []
         for item, parsed_item in zip(body["commands"], parsed, strict=True):
-            outcome = parsed_item if isinstance(parsed_item, ProtocolError) else next(applied)
+            outcome = parsed_item if not isinstance(parsed_item, SignedCommand) else next(applied)
             counted(item["kind"], outcome)
             results.append(_batch_item(outcome))
         return {"results": results}
@@ -191,7 +210,7 @@ def blueprint(services: Services) -> GatewayBlueprint:
     return blp
 
 
-def _batch_item(outcome: CommandResult | ProtocolError) -> dict[str, Any]:
+def _batch_item(outcome: CommandResult | ProtocolError | BlobError) -> dict[str, Any]:
     if isinstance(outcome, CommandResult):
         return {"status": 200 if outcome.duplicate else 201, "result": outcome.to_json()}
     problem = error_body(outcome)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
 from node.blobs import DEFAULT_BLOB_BYTES_MAX
+from node.hub_models import DEVICES
 from node.operator import DEFAULT_CHAIN_ID, OPERATOR_KEY_FILE
 from protocol import application
+from protocol.compute import ComputeParams
 from protocol.errors import InvalidInput
 from protocol.storage import DEFAULT_DATA_DIR, Storage, postgres_storage, sqlite_storage
 
@@ -23,6 +25,7 @@ T = TypeVar("T")
 BLOB_DIR = "blobs"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+_PROTOCOL_DEFAULTS = ComputeParams()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,19 @@ class GatewayConfig:
     page_items_max: int = 1000
     page_items_default: int = 100
     batch_commands_max: int = 1000
+    # The largest model the market lists and the hub loads into a worker's memory.
+    artifact_bytes_max: int = DEFAULT_BLOB_BYTES_MAX
+    # Where the hub runs its models: auto (a GPU when torch sees one), cpu or cuda.
+    hub_device: str = "auto"
+    # The compute protocol's clocks (specs/compute.md, Parameters). Every gateway on one
+    # store must use the same values; tests shorten them to see leases lapse, verdicts
+    # and rulings go overdue, and unopened commitments punished, within seconds.
+    lease_seconds: int = _PROTOCOL_DEFAULTS.lease_seconds
+    opening_seconds: int = _PROTOCOL_DEFAULTS.opening_seconds
+    verdict_seconds: int = _PROTOCOL_DEFAULTS.verdict_seconds
+    dispute_seconds: int = _PROTOCOL_DEFAULTS.dispute_seconds
+    # How often the operator's sweeper looks for what is overdue.
+    sweep_seconds: int = 5
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -56,6 +72,11 @@ class GatewayConfig:
                 f"page_items_default: {self.page_items_default} exceeds page_items_max "
                 f"{self.page_items_max}",
                 field="page_items_default",
+            )
+        if self.hub_device not in DEVICES:
+            raise InvalidInput(
+                f"hub_device: one of {', '.join(DEVICES)}, got {self.hub_device!r}",
+                field="hub_device",
             )
         if self.batch_commands_max > application.batch_commands_max:
             raise InvalidInput(
@@ -79,6 +100,13 @@ class GatewayConfig:
         page_items_max: int | None = None,
         page_items_default: int | None = None,
         batch_commands_max: int | None = None,
+        artifact_bytes_max: int | None = None,
+        hub_device: str | None = None,
+        lease_seconds: int | None = None,
+        opening_seconds: int | None = None,
+        verdict_seconds: int | None = None,
+        dispute_seconds: int | None = None,
+        sweep_seconds: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> GatewayConfig:
         """The configuration from these arguments, else the environment, else defaults.
@@ -111,6 +139,23 @@ class GatewayConfig:
             page_items_max=number(page_items_max, "page_items_max"),
             page_items_default=number(page_items_default, "page_items_default"),
             batch_commands_max=number(batch_commands_max, "batch_commands_max"),
+            artifact_bytes_max=number(artifact_bytes_max, "artifact_bytes_max"),
+            hub_device=_pick(hub_device, env, "BLACKTAIL_HUB_DEVICE", _device, "auto"),
+            lease_seconds=number(lease_seconds, "lease_seconds"),
+            opening_seconds=number(opening_seconds, "opening_seconds"),
+            verdict_seconds=number(verdict_seconds, "verdict_seconds"),
+            dispute_seconds=number(dispute_seconds, "dispute_seconds"),
+            sweep_seconds=number(sweep_seconds, "sweep_seconds"),
+        )
+
+    def compute_params(self) -> ComputeParams:
+        """The protocol parameters of this gateway's network: the defaults, with its clocks."""
+        return replace(
+            _PROTOCOL_DEFAULTS,
+            lease_seconds=self.lease_seconds,
+            opening_seconds=self.opening_seconds,
+            verdict_seconds=self.verdict_seconds,
+            dispute_seconds=self.dispute_seconds,
         )
 
 
@@ -132,6 +177,12 @@ def _positive_int(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise ValueError("expected a positive integer")
     return int(text)
+
+
+def _device(text: str) -> str:
+    if text not in DEVICES:
+        raise ValueError(f"expected one of {', '.join(DEVICES)}")
+    return text
 
 
 def _boolean(text: str) -> bool:

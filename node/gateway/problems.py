@@ -10,10 +10,12 @@ class in the table, so a subclass added later gets its base's problem type until
 given its own. The table is the source of specs/api.md's list (a test keeps them equal).
 
 Status rules: 400 when the request itself is wrong (malformed, fails its schema, a bad
-signature, another chain, expired); 403 when the signer may not do this; 404 when the
-thing is absent; 409 when the request is fine but conflicts with the current state
-(funds, nonce, idempotency key, a state machine); 413/415 for the body's size and type;
-503 when trying again later may succeed; 500 for our faults, with nothing internal shown.
+signature, another chain, expired); 403 when the signer may not do this (or holds no
+valid grant or download token); 404 when the thing is absent; 409 when the request is
+fine but conflicts with the current state (funds, nonce, idempotency key, a state
+machine); 413/415 for the body's size and type; 429 when a subscription's quota is used
+up (`Retry-After` says until when); 503 when trying again later may succeed; 500 for our
+faults, with nothing internal shown.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import marshmallow as ma
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from node.artifacts import InvalidArtifact
 from node.blobs import (
     BlobError,
     BlobNotFound,
@@ -61,6 +64,8 @@ from protocol.errors import (
     WrongChainId,
     WrongSigner,
 )
+from protocol.hub import QuotaExhausted
+from protocol.market import GrantRequired, InvalidToken, TokenExpired
 
 PROBLEM_BASE = "https://blacktail.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -109,9 +114,22 @@ DIGEST_MISMATCH = ProblemType(
 INVALID_BLOB = ProblemType(
     "invalid-blob", 400, "The body is not what its media type says", ("media_type", "reason")
 )
+INVALID_ARTIFACT = ProblemType(
+    "invalid-artifact",
+    400,
+    "The model artifact is not one the market takes",
+    ("artifact", "reason", "bytes_max"),
+)
 PROTOCOL_ERROR = ProblemType("protocol-error", 400, "The protocol refused the request")
 UNAUTHORIZED = ProblemType(
     "unauthorized", 403, "The signer may not do this", ("signer", "kind", "role")
+)
+GRANT_REQUIRED = ProblemType(
+    "grant-required", 403, "A license grant is needed for this model", ("listing", "account")
+)
+INVALID_TOKEN = ProblemType("invalid-token", 403, "The download token is invalid", ("reason",))
+TOKEN_EXPIRED = ProblemType(
+    "token-expired", 403, "The download token has expired", ("expiry", "now")
 )
 NOT_FOUND = ProblemType("not-found", 404, "Not found", ("what", "key", "digest"))
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed")
@@ -137,6 +155,12 @@ LEASE_EXPIRED = ProblemType(
     "lease-expired", 409, "The lease has expired", ("lease", "deadline", "now", "entity", "state")
 )
 PAYLOAD_TOO_LARGE = ProblemType("payload-too-large", 413, "The body is too large", ("bytes_max",))
+QUOTA_EXHAUSTED = ProblemType(
+    "quota-exhausted",
+    429,
+    "The subscription's request quota is used up",
+    ("subscriber", "quota", "used", "resets_at", "retry_after_seconds"),
+)
 UNSUPPORTED_MEDIA_TYPE = ProblemType(
     "unsupported-media-type", 415, "Unsupported media type", ("accepted",)
 )
@@ -163,7 +187,11 @@ BY_EXCEPTION: Mapping[type[BaseException], ProblemType] = {
     IdempotencyConflict: IDEMPOTENCY_CONFLICT,
     InsufficientFunds: INSUFFICIENT_FUNDS,
     LeaseExpired: LEASE_EXPIRED,
+    QuotaExhausted: QUOTA_EXHAUSTED,
     InvalidTransition: INVALID_TRANSITION,
+    TokenExpired: TOKEN_EXPIRED,
+    InvalidToken: INVALID_TOKEN,
+    GrantRequired: GRANT_REQUIRED,
     Unauthorized: UNAUTHORIZED,
     NotFound: NOT_FOUND,
     NotInitialized: NOT_INITIALIZED,
@@ -173,6 +201,7 @@ BY_EXCEPTION: Mapping[type[BaseException], ProblemType] = {
     InvalidDigest: INVALID_DIGEST,
     DigestMismatch: DIGEST_MISMATCH,
     InvalidBlob: INVALID_BLOB,
+    InvalidArtifact: INVALID_ARTIFACT,
     BlobTooLarge: PAYLOAD_TOO_LARGE,
     BlobNotFound: NOT_FOUND,
     PermissionError: UNAUTHORIZED,
@@ -270,9 +299,11 @@ def problem_response(body: dict[str, Any], headers: Mapping[str, str] | None = N
     response = Response(
         json.dumps(body, default=str), status=body["status"], mimetype=PROBLEM_MEDIA_TYPE
     )
-    retry = _RETRY_AFTER_SECONDS.get(body["status"])
+    # A problem that knows when to try again (a quota that resets) says so; else the
+    # status's default, if it has one.
+    retry = body.get("retry_after_seconds") or _RETRY_AFTER_SECONDS.get(body["status"])
     if retry is not None:
-        response.headers["Retry-After"] = retry
+        response.headers["Retry-After"] = str(retry)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

@@ -5,19 +5,37 @@ forks, so that workers never race to create them; it then closes the store, beca
 SQLite connection may cross a fork. Each worker builds its own Flask app, with its own
 connections, after the fork (`preload_app` is off). Workers are gthread workers: one
 process serves several requests at once on threads and keeps connections alive.
+
+A request gunicorn cannot even parse (a request line or headers over its limits) never
+reaches Flask; gunicorn answers it itself, and each worker makes that answer a problem too
+(`write_problem`), because the API promises one for every error. A body that breaks off or
+whose chunking is broken is found only when the application reads it: that is the
+client's fault too, a 400 bad-request (`body_unreadable`), not a 500.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
+from http import HTTPStatus
 from typing import Any
 
 import gunicorn.app.base
-from flask import Flask
+import gunicorn.util
+from flask import Flask, Response
+from gunicorn.http.errors import NoMoreData, ParseException
 
 from node.blobs import BlobStore
 from node.gateway import create_app
 from node.gateway.config import GatewayConfig
+from node.gateway.problems import (
+    BY_STATUS,
+    PROBLEM_MEDIA_TYPE,
+    ProblemType,
+    problem_body,
+    problem_response,
+)
 from node.gateway.services import EXTENSION, Services, initialize_store
 from node.sweeper import Sweeper
 
@@ -72,11 +90,21 @@ class GatewayServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
+        # In the worker, after the fork: gunicorn's error pages become problems here.
+        gunicorn.util.write_error = write_problem
         app = create_app(self.gateway_config)
+        app.register_error_handler(ParseException, body_unreadable)
+        app.register_error_handler(NoMoreData, body_unreadable)
         services = app.extensions[EXTENSION]
         # Every worker runs a sweeper thread; a lock file lets one of them sweep at a time.
         lock_path = self.gateway_config.operator_key_path.parent / "sweeper.lock"
-        Sweeper(services.network, services.catalog, services.operator, lock_path).start()
+        Sweeper(
+            services.network,
+            services.catalog,
+            services.operator,
+            lock_path,
+            interval_seconds=self.gateway_config.sweep_seconds,
+        ).start()
         return app
 
     def _when_ready(self, server: Any) -> None:
@@ -91,3 +119,24 @@ def _worker_exit(server: Any, worker: Any) -> None:
         services = app.extensions.get(EXTENSION)
         if isinstance(services, Services):
             services.close()
+
+
+def write_problem(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """gunicorn's `util.write_error`, answering with an RFC 7807 problem instead of an
+    HTML page: the status's own type where it has one (400 bad-request), else
+    "about:blank", as the Flask app answers an HTTP error without a type of its own."""
+    kind = BY_STATUS.get(status) or ProblemType("about:blank", status, HTTPStatus(status).phrase)
+    body = json.dumps(problem_body(kind, message or reason, {})).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: {PROBLEM_MEDIA_TYPE}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def body_unreadable(error: Exception) -> Response:
+    """A request body gunicorn could not read to its end (broken chunking, a connection
+    that closed half way): 400 bad-request, and the connection is closed, since where the
+    next request would begin is unknown."""
+    body = problem_body(BY_STATUS[400], f"the request body cannot be read: {error}", {})
+    return problem_response(body, {"Connection": "close"})

@@ -14,6 +14,7 @@ from node.gateway.committer import GroupCommitter
 from node.gateway.config import GatewayConfig
 from node.gateway.feed import Feed
 from node.gateway.metrics import Metrics
+from node.hub_models import HubModels
 from node.operator import load_operator_key
 from protocol.application import Network
 from protocol.catalog import Catalog
@@ -34,6 +35,8 @@ class Services:
     catalog: Catalog
     # Single-command requests of this process, applied in groups (one transaction each).
     committer: GroupCommitter
+    # The hub's models, loaded into this process on their first request.
+    hub_models: HubModels
 
     @property
     def chain_id(self) -> int:
@@ -48,7 +51,7 @@ def initialize_store(config: GatewayConfig) -> tuple[Network, PrivateKey]:
     """Open the store and make sure it holds this network's genesis (made on first use,
     with the operator key, made in its file on first use too)."""
     operator = load_operator_key(config.operator_key_path, create=True)
-    network = Network(config.storage)
+    network = Network(config.storage, config.compute_params())
     try:
         network.initialize(config.chain_id, operator.address)
     except BaseException:
@@ -64,7 +67,10 @@ def open_services(config: GatewayConfig) -> Services:
         feed = Feed(network, operator)
         catalog = Catalog(network.event_log)
         committer = GroupCommitter(network)
-        return Services(config, network, operator, feed, blobs, Metrics(), catalog, committer)
+        hub_models = HubModels(blobs, config.artifact_bytes_max, config.hub_device)
+        return Services(
+            config, network, operator, feed, blobs, Metrics(), catalog, committer, hub_models
+        )
     except BaseException:
         network.close()
         raise

@@ -13,6 +13,7 @@ from node.cli import main
 from node.gateway.config import GatewayConfig
 from node.gateway.problems import PROBLEM_TYPES
 from protocol.commands import KINDS
+from protocol.compute import ComputeParams
 from protocol.errors import InvalidInput
 from tests.gateway_server import REPO_ROOT
 from tests.node.gateway.conftest import Gateway, MakeGateway
@@ -195,6 +196,27 @@ def test_configuration_reads_arguments_then_environment_strictly(tmp_path: Path)
         assert name in str(refused.value) and repr(value) in str(refused.value)
     with pytest.raises(InvalidInput, match="page_items_default"):
         GatewayConfig.resolve(page_items_max=10, page_items_default=11, environ=env)
+
+
+def test_the_protocol_clocks_come_from_the_configuration(
+    tmp_path: Path, make_gateway: MakeGateway
+) -> None:
+    """BLACKTAIL_LEASE_SECONDS and its siblings reach the network's ComputeParams (the
+    rest of the parameters keep their defaults); unset, the defaults of compute.md hold."""
+    env = {"BLACKTAIL_DATA_DIR": str(tmp_path / "d"), "BLACKTAIL_LEASE_SECONDS": "7"}
+    config = GatewayConfig.resolve(verdict_seconds=9, environ=env)
+    params = config.compute_params()
+    assert (params.lease_seconds, params.verdict_seconds) == (7, 9)
+    assert params.opening_seconds == ComputeParams().opening_seconds
+    assert params.fees == ComputeParams().fees
+    assert GatewayConfig.resolve(data_dir=tmp_path / "e", environ={}).compute_params() == (
+        ComputeParams()
+    )
+    with pytest.raises(InvalidInput, match="BLACKTAIL_SWEEP_SECONDS"):
+        GatewayConfig.resolve(environ={**env, "BLACKTAIL_SWEEP_SECONDS": "0"})
+    gateway = make_gateway(lease_seconds=11, dispute_seconds=13)
+    assert gateway.services.network.params.lease_seconds == 11
+    assert gateway.services.network.params.dispute_seconds == 13
 
 
 def test_a_store_of_another_network_is_refused(make_gateway: MakeGateway) -> None:
