@@ -12,6 +12,7 @@ the demo succeeds only when every check held.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import numpy as np
 
 from chain.anchor import check_anchor, read_export
 from node.adversaries import cheat
+from node.client import GatewayError
 from node.datasets import DatasetArrays, build_digits, publish, save_dataset
 from node.embedded import Network, Participant, agent_poll_seconds, participants
 from node.operator import OPERATOR_KEY_FILE
@@ -31,10 +33,13 @@ from node.trainer import SegmentRun
 from protocol.application import Network as LedgerApp
 from protocol.assets import Asset
 from protocol.audit import audit_lines
+from protocol.fees import FeeSchedule
+from protocol.hub import epoch_split, input_digest
 from protocol.jobspec import JobSpec, parse_job_spec
 from protocol.keys import PrivateKey
 from protocol.ledger import RESERVE
 from protocol.log import write_export
+from protocol.market import purchase_split, sign_download_request
 from protocol.storage import sqlite_storage
 from verifier.checkpoints import decode_state
 from verifier.model import TrainState
@@ -49,6 +54,12 @@ PRICE_PER_STEP = 10**15  # 0.001 BLACK
 PROVIDER_PRICE = 5 * 10**14
 STAKE = 20 * BLACK
 wait_seconds_max = 150.0
+MODEL_PRICE = 3 * BLACK
+MODEL_ROYALTY_BPS = 1000  # 10% of a sale to the providers who trained the model
+HUB_REQUEST_PRICE = 10**15
+HUB_PLAN_BLACK = 2 * BLACK
+HUB_PLAN_USD = 20 * USD
+HUB_PLAN_QUOTA = 1000
 
 ROLES = [
     ("dana", "developer"),
@@ -342,8 +353,9 @@ def run_story(
     story.seconds["settlement"] = time.perf_counter() - clock
 
     # 6. The market and the hub.
+    say("dana lists the model with its provenance; bob buys it, downloads it, runs it on the hub")
     story.facts["market"] = market_story(
-        net, story, dana, bob, job_id, job["checkpoint"], spec, test_x
+        net, story, dana, bob, job_id, job["checkpoint"], spec, test_x, test_y
     )
     snapshot("market")
     story.seconds["market"] = time.perf_counter() - clock
@@ -361,10 +373,132 @@ def market_story(
     artifact: str,
     spec: JobSpec,
     test_x: np.ndarray,
+    test_y: np.ndarray,
 ) -> dict[str, Any]:
-    """List the model with its provenance, buy it, download it, serve it (when the gateway
-    has the market)."""
-    return {}
+    """The developer lists the verified model with its provenance and a royalty to the
+    providers who trained it; the buyer buys it (one balanced split), downloads it with a
+    signed token (hash checked), subscribes to the hub in USD and runs the model on the
+    held-out digits through it; the hub epoch shares the subscription with the creator."""
+    before = {
+        who: net.balances(who).get("BLACK/available", 0)
+        for who in {creator.address, *(s["provider"] for s in story.segments)}
+    }
+    treasury = net.balances("treasury").get("BLACK/treasury", 0)
+    listed = net.command(
+        creator.key,
+        "ListModel",
+        artifact=artifact,
+        name="digits-mlp",
+        task="classification",
+        license="CC-BY-4.0",
+        licenseText="",
+        description="64 pixels → 10 digits, trained and verified on BlackTail",
+        price=MODEL_PRICE,
+        asset="BLACK",
+        royaltyBps=MODEL_ROYALTY_BPS,
+        provenanceJob=job_id,
+        hub=True,
+        requestPrice=HUB_REQUEST_PRICE,
+    )
+    listing = listed["outcome"]["listing"]
+    shown = net.client.get_json(f"/market/listings/{listing}")
+    provenance = shown.get("provenance") or {}
+    story.check(
+        "the listing shows the job's verification record",
+        provenance.get("job") == job_id
+        and provenance.get("verified_steps") == spec.total_steps
+        and provenance.get("final_checkpoint") == artifact,
+        f"{provenance.get('segments')} segments, {provenance.get('verified_steps')} steps, "
+        f"{provenance.get('reexecuted_steps')} re-executed",
+    )
+
+    # The purchase: creator share, royalty by accepted segments, platform fee.
+    net.command(buyer.key, "BuyModel", listing=listing, price=MODEL_PRICE, asset="BLACK")
+    split = purchase_split(
+        MODEL_PRICE, Asset.BLACK, MODEL_ROYALTY_BPS, provenance["providers"], FeeSchedule()
+    )
+    expected = dict.fromkeys(before, 0)
+    expected[creator.address] += split.creator
+    for provider, royalty in split.royalties.items():
+        expected[provider] = expected.get(provider, 0) + royalty
+    moved = {
+        who: net.balances(who).get("BLACK/available", 0) - before.get(who, 0) for who in expected
+    }
+    fee = net.balances("treasury").get("BLACK/treasury", 0) - treasury
+    story.check(
+        "the sale splits exactly: creator, royalties, platform fee",
+        moved == expected and fee == split.platform,
+        f"creator {split.creator / BLACK:g}, royalties {sum(split.royalties.values()) / BLACK:g}, "
+        f"fee {split.platform / BLACK:g} BLACK",
+    )
+
+    # The download: refused without a grant's token, then fetched with one.
+    try:
+        net.client.get_blob(artifact)
+        public = True
+    except GatewayError as error:
+        public = error.status != 403
+    expiry = int(time.time()) + 60
+    token = net.client.post_json(
+        f"/market/listings/{listing}/token",
+        {
+            "buyer": buyer.address,
+            "expiry": expiry,
+            "signature": sign_download_request(buyer.key, net.chain_id, listing, expiry),
+        },
+    )
+    reply = net.client.request("GET", token["url"])
+    digest = "0x" + hashlib.sha256(reply.body).hexdigest()
+    story.check(
+        "the buyer downloads the model with a token; its hash checks",
+        not public and reply.status == 200 and digest == artifact,
+        f"{len(reply.body):,} bytes",
+    )
+
+    # The hub: a plan, a subscription in USD, the held-out digits run through the model.
+    net.command(
+        net.operator,
+        "SetHubPlan",
+        plan="starter",
+        priceBlack=HUB_PLAN_BLACK,
+        priceUsd=HUB_PLAN_USD,
+        periodSeconds=30 * 24 * 3600,
+        quota=HUB_PLAN_QUOTA,
+        active=True,
+    )
+    net.command(buyer.key, "Subscribe", plan="starter", asset="USD", price=HUB_PLAN_USD)
+    rows = test_x.astype(np.float32).tolist()
+    request = net.sign(buyer.key, "HubRequest", listing=listing, inputDigest=input_digest(rows))
+    answer = net.client.post_json(
+        f"/hub/models/{listing}/predict", {"command": request.to_json(), "inputs": rows}
+    )
+    hub_accuracy = float(np.mean(np.asarray(answer["predictions"]) == test_y))
+    local = accuracy(decode_state(reply.body, spec), test_x, test_y)
+    story.check(
+        "the hub serves the bought model: its answers score as the model does",
+        answer["metering"]["metering"] == "subscription" and abs(hub_accuracy - local) <= 1 / 360,
+        f"{100 * hub_accuracy:.1f}% on {len(rows)} held-out digits, "
+        f"{answer['metering']['used']}/{answer['metering']['quota']} requests used",
+    )
+
+    # The hub epoch: the USD pool to the one creator with requests, less the fee.
+    usd_before = net.balances(creator.address).get("USD/available", 0)
+    closed = net.command(net.operator, "CloseHubEpoch", epoch=1)
+    share = epoch_split(HUB_PLAN_USD, Asset.USD, {creator.address: 1}, FeeSchedule())
+    paid = net.balances(creator.address).get("USD/available", 0) - usd_before
+    story.check(
+        "the hub epoch pays the creator the subscription, less the fee",
+        paid == share.creators[creator.address]
+        and closed["outcome"]["payouts"] == {"USD": {creator.address: paid}},
+        f"{paid / USD:g} USD to {creator.name}, fee {share.platform / USD:g} USD",
+    )
+    return {
+        "listing": listing,
+        "price": f"{MODEL_PRICE / BLACK:g} BLACK",
+        "royalties": {k: v / BLACK for k, v in split.royalties.items()},
+        "hub accuracy": f"{100 * hub_accuracy:.1f}%",
+        "hub payout": f"{paid / USD:g} USD",
+    }
 
 
 def ledger_balances(lines: list[bytes]) -> dict[str, dict[str, int]]:

@@ -37,7 +37,7 @@ from node.gateway_ledger import GatewayLedger
 from node.gateway_process import RunningGateway, run_gateway
 from node.provider import ProviderAgent
 from protocol.assets import Asset
-from protocol.commands import sign_command
+from protocol.commands import SignedCommand, sign_command
 from protocol.keys import PrivateKey
 from protocol.storage import LEDGER_FILE
 from verifier.agent import TaskReport, VerifierAgent
@@ -143,10 +143,14 @@ class Network:
         self, who: PrivateKey, kind: str, context: dict[str, Any] | None = None, **fields: Any
     ) -> Any:
         """Sign and submit one command through the gateway; its result."""
+        return self.client.submit(self.sign(who, kind, **fields), context)
+
+    def sign(self, who: PrivateKey, kind: str, **fields: Any) -> SignedCommand:
+        """A command signed for this network, with a fresh client id, nonce and expiry."""
         fields.setdefault("clientId", f"embedded-{next(_numbers)}-{secrets.token_hex(6)}")
         fields.setdefault("nonce", secrets.randbits(64) + 1)
         fields.setdefault("expiry", int(time.time()) + command_expiry_seconds)
-        return self.client.submit(sign_command(who, kind, self.chain_id, fields), context)
+        return sign_command(who, kind, self.chain_id, fields)
 
     def balances(self, address: str) -> dict[str, int]:
         reply = self.client.get_json(f"/accounts/{address}/balances")

@@ -37,6 +37,11 @@ def test_the_demo_tells_the_whole_story_and_every_check_holds(tmp_path: Path) ->
     for expected in (
         "every deposit credited once",
         "the cheater is caught, refereed and jailed",
+        "the listing shows the job's verification record",
+        "the sale splits exactly: creator, royalties, platform fee",
+        "the buyer downloads the model with a token; its hash checks",
+        "the hub serves the bought model: its answers score as the model does",
+        "the hub epoch pays the creator the subscription, less the fee",
         "the exported log passes the independent audit",
         "the on-chain anchor matches the log",
     ):
