@@ -29,6 +29,7 @@ from node.gateway import (
 )
 from node.gateway.api import GatewayApi, GatewayBlueprint
 from node.gateway.config import GatewayConfig
+from node.gateway.links import ResponseLinks
 from node.gateway.problems import register_error_handlers
 from node.gateway.services import EXTENSION, Services, current_services, open_services
 
@@ -77,7 +78,10 @@ def _build(config: GatewayConfig, services: Services) -> Flask:
     )
     app.extensions[EXTENSION] = services
     register_error_handlers(app)
-    api = GatewayApi(app, spec_kwargs={"info": {"description": _DESCRIPTION}})
+    api = GatewayApi(
+        app,
+        spec_kwargs={"info": {"description": _DESCRIPTION}, "extra_plugins": [ResponseLinks()]},
+    )
     for schema_name, schema in commands.message_schemas().items():
         api.spec.components.schema(schema_name, schema=schema)
     for resource in _RESOURCES:

@@ -30,6 +30,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, Case, GenerationMode, Response
 from schemathesis.generation.stateful.state_machine import StepInput, StepOutput
 
+from node.gateway.links import LINKS
 from protocol.commands import KINDS, sign_command
 from protocol.errors import ProtocolError
 from protocol.keys import PrivateKey
@@ -228,111 +229,14 @@ def test_every_operation_answers_fuzzed_input_without_5xx_and_with_problems(
     assert fuzzer.statuses.get(201, 0) > 0
 
 
-def _ref(path: str, method: str) -> str:
-    """A JSON pointer to an operation, for a link's operationRef."""
-    escaped = path.replace("~", "~0").replace("/", "~1")
-    return f"#/paths/{escaped}/{method}"
-
-
-# Links the document does not carry (flask-smorest writes none), from an answer to the
-# operations that read what it made: (source path, method, statuses) -> target path,
-# method, parameters.
-LINKS: list[tuple[str, str, tuple[str, ...], str, str, dict[str, str]]] = [
-    (
-        "/blobs/{digest}",
-        "put",
-        ("200", "201"),
-        "/blobs/{digest}",
-        "get",
-        {"path.digest": "$response.body#/digest"},
-    ),
-    (
-        "/dev/deposit",
-        "post",
-        ("201",),
-        "/accounts/{address}/balances",
-        "get",
-        {"path.address": "$request.body#/account"},
-    ),
-    (
-        "/dev/deposit",
-        "post",
-        ("201",),
-        "/accounts/{address}",
-        "get",
-        {"path.address": "$request.body#/account"},
-    ),
-    (
-        "/dev/deposit",
-        "post",
-        ("201",),
-        "/stake/{address}",
-        "get",
-        {"path.address": "$request.body#/account"},
-    ),
-    (
-        "/commands",
-        "post",
-        ("200", "201"),
-        "/accounts/{address}/balances",
-        "get",
-        {"path.address": "$response.body#/signer"},
-    ),
-    (
-        "/providers",
-        "post",
-        ("200", "201"),
-        "/providers/{address}",
-        "get",
-        {"path.address": "$response.body#/signer"},
-    ),
-    (
-        "/verifiers",
-        "post",
-        ("200", "201"),
-        "/verifiers/{address}",
-        "get",
-        {"path.address": "$response.body#/signer"},
-    ),
-    (
-        "/tree-head",
-        "get",
-        ("200",),
-        "/tree-head/consistency",
-        "get",
-        {"query.from": "$response.body#/size"},
-    ),
-    (
-        "/tree-head",
-        "get",
-        ("200",),
-        "/events",
-        "get",
-        {"query.cursor": "$response.body#/size"},
-    ),
-]
-
-
-def with_links(document: dict[str, Any]) -> dict[str, Any]:
-    linked = copy.deepcopy(document)
-    for source, method, statuses, target, target_method, parameters in LINKS:
-        responses = linked["paths"][source][method]["responses"]
-        for status in statuses:
-            response = responses.setdefault(status, {"description": "success"})
-            links = response.setdefault("links", {})
-            name = f"{target_method}{target}".replace("/", "_").replace("{", "").replace("}", "")
-            links[name] = {"operationRef": _ref(target, target_method), "parameters": parameters}
-    return linked
-
-
 def test_chains_of_calls_along_links_answer_without_5xx_and_with_problems(
     gateway: RunningGateway, document: dict[str, Any], seed: int
 ) -> None:
-    """Scenarios that feed one answer into the next call (a stored blob read back, a
-    deposit's account looked up, a tree head's size asked for a consistency proof and a
-    page of events) keep to the same rules: no 5xx, problems for 4xx, refusals record
-    nothing."""
-    schema = schemathesis.openapi.from_dict(with_links(document))
+    """Scenarios along the links of the gateway's own document (node/gateway/links.py: a
+    stored blob read back, a deposit's account looked up, a new job or listing read, a
+    tree head's size asked for a consistency proof and a page of events) keep to the same
+    rules: no 5xx, problems for 4xx, refusals record nothing."""
+    schema = schemathesis.openapi.from_dict(document)
     fuzzer = Fuzzer(gateway, seed)
     assert schema.statistic.transitions.total >= len(LINKS)
     followed: dict[str, int] = {}

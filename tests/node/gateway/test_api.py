@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from node.cli import main
 from node.gateway.config import GatewayConfig
+from node.gateway.links import LINKS
 from node.gateway.problems import PROBLEM_TYPES
 from protocol.commands import KINDS
 from protocol.compute import ComputeParams
@@ -49,6 +50,38 @@ def test_the_openapi_document_describes_every_route(gateway: Gateway) -> None:
     post = document["paths"]["/commands"]["post"]
     assert "application/json" in post["requestBody"]["content"]
     assert "application/problem+json" in document["components"]["responses"]["CONFLICT"]["content"]
+
+
+def test_the_documents_links_lead_to_operations_that_take_what_they_fill(
+    gateway: Gateway,
+) -> None:
+    """Every link of node/gateway/links.py is in the document (dev routes included), on a
+    success response of its source; its operationRef resolves to an operation of this
+    document, and each parameter it fills is one that operation declares."""
+    document = gateway.client.get("/openapi.json").get_json()
+    found = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            for status, response in operation.get("responses", {}).items():
+                for link in response.get("links", {}).values():
+                    found += 1
+                    assert status.startswith("2"), (path, method, status)
+                    escaped, target_method = (
+                        link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+                    )
+                    target_path = escaped.replace("~1", "/").replace("~0", "~")
+                    target = document["paths"][target_path][target_method]
+                    declared = {
+                        f"{p['in']}.{p['name']}"
+                        for p in [
+                            *target.get("parameters", []),
+                            *document["paths"][target_path].get("parameters", []),
+                        ]
+                    }
+                    assert set(link["parameters"]) <= declared, (link, declared)
+    assert found == sum(len(link.statuses) for link in LINKS)
 
 
 def test_every_problem_type_is_documented_in_the_api_spec() -> None:
