@@ -106,7 +106,7 @@ LINKS: tuple[Link, ...] = (
 )
 
 
-class ResponseLinks(BasePlugin):  # type: ignore[misc]
+class ResponseLinks(BasePlugin):
     """Adds `links` to the success responses of each operation that is a link's source."""
 
     def __init__(self, links: tuple[Link, ...] = LINKS) -> None:
