@@ -185,10 +185,12 @@ class Network:
 
 
 @contextlib.contextmanager
-def network(root: Path, dataset_dir: Path) -> Iterator[Network]:
-    """A gateway with the protocol clocks of CLOCKS on an SQLite store under `root`, with
-    the dataset in `dataset_dir` published on it."""
-    site = GatewaySite(root / "gateway", env=dict(CLOCKS))
+def network(
+    root: Path, dataset_dir: Path, clocks: dict[str, str] | None = None
+) -> Iterator[Network]:
+    """A gateway with the protocol clocks of CLOCKS (updated by `clocks`) on an SQLite store
+    under `root`, with the dataset in `dataset_dir` published on it."""
+    site = GatewaySite(root / "gateway", env={**CLOCKS, **(clocks or {})})
     with site.running() as gateway, GatewayClient(site.base_url) as client:
         publish(dataset_dir, client)
         yield Network(site, gateway, dataset_dir, root / "cache")

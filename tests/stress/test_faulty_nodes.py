@@ -257,13 +257,28 @@ def test_a_lying_verifier_is_refereed_and_slashed(net: Network, tmp_path: Path) 
     net.audit(tmp_path / "export.jsonl")
 
 
+@pytest.fixture
+def patient_net(tmp_path: Path, dataset_dir: Path) -> Iterator[Network]:
+    """A network whose opening and verdict windows outlast a gateway restart on a loaded
+    machine (with CLOCKS' 5 s, a commitment recorded just before the kill could lapse
+    while the gateway was down, and its honest provider be jailed for it). Leases stay
+    short, so a lease that lapses in the outage is re-leased quickly."""
+    with network(
+        tmp_path,
+        dataset_dir,
+        clocks={"BLACKTAIL_OPENING_SECONDS": "60", "BLACKTAIL_VERDICT_SECONDS": "60"},
+    ) as started:
+        yield started
+
+
 def test_agents_reconnect_after_the_gateway_is_killed_and_the_job_completes(
-    net: Network, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    patient_net: Network, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With a provider agent and a verifier agent running, the gateway is killed (SIGKILL)
     after the first segment and started again on the same port and store: both agents
     ride out the outage, reconnect, and the three-segment job completes with every
     segment paid exactly once."""
+    net = patient_net
     reports: list[TaskReport] = []
     verifier = net.verifier(key(0x7086), reports)
     provider = net.provider(key(0x9086))
