@@ -7,7 +7,11 @@ beacon sampled: the states before and after each (recomputed from the run's peri
 checkpoints), their inclusion proofs in a manifest, and `OpenSamples` with its digest.
 A restarted agent needs no local state: a segment it did not commit comes back to the
 queue when its lease expires, and training always starts from the last accepted
-checkpoint, which the gateway names and the blob store holds.
+checkpoint, which the gateway names and the blob store holds. Within one agent's life, a
+trained segment is kept until its openings are published: when the gateway fails between
+training and `OpenSamples` (an outage, a restart), the next pass re-sends the same signed
+`Commit` (a retry gets the first answer) and opens it, instead of leasing new work and
+leaving a commitment unopened, which the protocol punishes as fraud.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from node.client import OCTET_STREAM, SAFETENSORS, GatewayClient, GatewayError
 from node.trainer import Progress, SegmentRun, states_at, train_segment
-from protocol.commands import sign_command
+from protocol.commands import SignedCommand, sign_command
 from protocol.jobspec import JobSpec, parse_job_spec
 from protocol.keys import PrivateKey
 from protocol.openings import open_steps
@@ -53,6 +57,19 @@ class SegmentReport:
     open_seconds: float
 
 
+@dataclass
+class _Committing:
+    """A trained segment on its way into the ledger: its signed Commit (re-sent as is on a
+    retry, so that an applied one answers again) and, once known, its commitment."""
+
+    lease: dict[str, Any]
+    spec: JobSpec
+    data: Examples
+    run: SegmentRun
+    commit: SignedCommand
+    commitment: str | None = None
+
+
 class ProviderAgent:
     """Works for the network with one key: leases, trains, commits and opens."""
 
@@ -74,16 +91,19 @@ class ProviderAgent:
         self.chain_id = chain_id
         self.checkpoint_every = checkpoint_every
         self.progress = progress
+        self._committing: _Committing | None = None
 
     # -- signed commands ------------------------------------------------------------------
 
     def command(self, path: str, kind: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json(path, self.sign(kind, **fields).to_json())
+        return result
+
+    def sign(self, kind: str, **fields: Any) -> SignedCommand:
         fields.setdefault("clientId", f"provider-{secrets.token_hex(8)}")
         fields["nonce"] = secrets.randbits(63)
         fields["expiry"] = int(time.time()) + command_seconds
-        signed = sign_command(self.key, kind, self.chain_id, fields)
-        result: dict[str, Any] = self.client.post_json(path, signed.to_json())
-        return result
+        return sign_command(self.key, kind, self.chain_id, fields)
 
     def register(self, **fields: Any) -> dict[str, Any]:
         """RegisterProvider with the given message fields (device, gpus, prices, stake…)."""
@@ -110,43 +130,61 @@ class ProviderAgent:
         return reports
 
     def run_once(self) -> SegmentReport | None:
-        """Lease, train, commit and open one segment; None when there is no work."""
-        lease = self._lease()
-        if lease is None:
-            return None
-        job = self.client.get_json(f"/jobs/{lease['job']}")
-        spec = parse_job_spec(job["spec"])
-        data = self.fetch_dataset("0x" + spec.dataset.sha256.hex())
-        start = self._start_state(spec, lease)
-        run = self._train(spec, data, start, lease)
-        end = encode_state(run.end)
-        end_checkpoint = blob_digest(end)
-        self.client.put_blob(end_checkpoint, end, SAFETENSORS)
-        committed = self.command(
-            f"/leases/{lease['lease']}/commitment",
-            "Commit",
-            lease=lease["lease"],
-            startCheckpoint=lease["start_checkpoint"],
-            endCheckpoint=end_checkpoint,
-            root="0x" + run.root.hex(),
-            steps=run.steps,
-            lossTrace=run.loss_trace(),
-        )
-        commitment = committed["outcome"]["commitment"]
-        opened = time.perf_counter()
-        openings, samples = self._open(spec, data, run, commitment)
+        """Lease, train, commit and open one segment; None when there is no work. A segment
+        trained on an earlier pass and not yet opened is finished first."""
+        if self._committing is None:
+            lease = self._lease()
+            if lease is None:
+                return None
+            job = self.client.get_json(f"/jobs/{lease['job']}")
+            spec = parse_job_spec(job["spec"])
+            data = self.fetch_dataset("0x" + spec.dataset.sha256.hex())
+            start = self._start_state(spec, lease)
+            run = self._train(spec, data, start, lease)
+            end = encode_state(run.end)
+            end_checkpoint = blob_digest(end)
+            self.client.put_blob(end_checkpoint, end, SAFETENSORS)
+            commit = self.sign(
+                "Commit",
+                lease=lease["lease"],
+                startCheckpoint=lease["start_checkpoint"],
+                endCheckpoint=end_checkpoint,
+                root="0x" + run.root.hex(),
+                steps=run.steps,
+                lossTrace=run.loss_trace(),
+            )
+            self._committing = _Committing(lease, spec, data, run, commit)
+        return self._commit_and_open(self._committing)
+
+    def _commit_and_open(self, work: _Committing) -> SegmentReport:
+        """Commit (again: the same signed command) and open. A transient failure (no
+        answer, a 5xx) keeps the work for the next pass; a refusal drops it."""
+        try:
+            if work.commitment is None:
+                committed = self.client.post_json(
+                    f"/leases/{work.lease['lease']}/commitment", work.commit.to_json()
+                )
+                work.commitment = str(committed["outcome"]["commitment"])
+            opened = time.perf_counter()
+            openings, samples = self._open(work.spec, work.data, work.run, work.commitment)
+        except GatewayError as error:
+            if error.status < 500:
+                log.warning("segment %s given up: %s", work.lease["segment"], error)
+                self._committing = None
+            raise
+        self._committing = None
         return SegmentReport(
-            lease["job"],
-            lease["lease"],
-            lease["segment"],
-            run.steps,
-            commitment,
+            work.lease["job"],
+            work.lease["lease"],
+            work.lease["segment"],
+            work.run.steps,
+            work.commitment,
             openings,
             samples,
-            run.losses[0],
-            run.losses[-1],
-            run.train_seconds,
-            run.hash_seconds,
+            work.run.losses[0],
+            work.run.losses[-1],
+            work.run.train_seconds,
+            work.run.hash_seconds,
             time.perf_counter() - opened,
         )
 
@@ -213,6 +251,9 @@ class ProviderAgent:
     ) -> tuple[str, int]:
         detail = self.client.get_json(f"/commitments/{commitment}")
         indices: list[int] = detail["sample_indices"]
+        if detail.get("openings"):
+            # Published on an earlier pass whose answer was lost.
+            return str(detail["openings"]), len(indices)
         blobs: dict[int, str] = {}
         needed = set(indices) | {i + 1 for i in indices}
         states = states_at(spec, data, run, (run.start.step + i for i in needed))

@@ -160,3 +160,89 @@ def test_provider_agent_trains_commits_and_opens_until_the_job_completes(
     final = client.get_json(f"/jobs/{job}")
     assert (final["status"], final["segments_accepted"], final["escrow"]) == ("completed", 2, 0)
     assert agent.run_once() is None
+
+
+class FailingOnce(GatewayClient):
+    """A client whose first read of a commitment finds the gateway gone (the connection
+    refused), as when the gateway dies right after answering a Commit."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
+        self.failed: str | None = None
+
+    def get_json(self, path: str, params: Any = None) -> Any:
+        if path.startswith("/commitments/") and self.failed is None:
+            self.failed = path.removeprefix("/commitments/")
+            raise ConnectionRefusedError(111, "Connection refused")
+        return super().get_json(path, params)
+
+
+def test_a_commitment_whose_opening_failed_is_opened_on_the_next_pass(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    """The gateway fails between the agent's Commit and its openings: the pass raises
+    (an outage, which `run` waits out), the commitment stays unopened, and the next pass
+    opens that same commitment rather than leasing more work; it is then accepted."""
+    client = FailingOnce(gateway.base_url)
+    built = build_synthetic(0, 512, 16, 4)
+    save_dataset(built, tmp_path / "tiny")
+    spec = short_spec()
+    publish(tmp_path / "tiny", client)
+    provider, developer = key(0x9012), key(0xDE72)
+    for who in (developer, provider, VERIFIER):
+        client.post_json(
+            "/dev/deposit", {"account": who.address, "asset": "BLACK", "amount": 100 * BLACK}
+        )
+    if not client.get_json("/verifiers", {"limit": 10})["items"]:  # alone, without the test above
+        command(gateway, client, VERIFIER, "/verifiers", "RegisterVerifier", stake=20 * BLACK)
+    data = fetch("0x" + spec.dataset.sha256.hex(), client, tmp_path / "cache")
+    agent = ProviderAgent(
+        client,
+        provider,
+        lambda dataset_id: fetch(dataset_id, client, tmp_path / "cache"),
+        chain_id=gateway.chain_id,
+        checkpoint_every=4,
+    )
+    agent.register(
+        device="cpu",
+        gpus=1,
+        memoryMb=16_000,
+        benchmarkGflops=10,
+        priceBlack=10**13,
+        priceUsd=10,
+        stake=20 * BLACK,
+    )
+    job = command(
+        gateway,
+        client,
+        developer,
+        "/jobs",
+        "SubmitJob",
+        {"spec": spec.to_json()},
+        specHash="0x" + spec.digest().hex(),
+    )["outcome"]["job"]
+    with pytest.raises(ConnectionRefusedError):
+        agent.run_once()
+    segments = client.get_json(f"/jobs/{job}/segments")["segments"]
+    assert [s["state"] for s in segments] == ["committed", "waiting"]
+    assert client.failed is not None
+    pending = client.get_json(f"/commitments/{client.failed}")
+    assert pending["openings"] is None and pending["segment"] == 0
+
+    report = agent.run_once()
+    assert report is not None and report.segment == 0
+    assert report.commitment == client.failed
+    sample = verify_like_a_verifier(client, spec, data, report.commitment)
+    command(
+        gateway,
+        client,
+        VERIFIER,
+        f"/commitments/{report.commitment}/verdict",
+        "PostVerdict",
+        commitment=report.commitment,
+        accepted=True,
+        samples=sample,
+        failedStep=0,
+        reason="",
+    )
+    assert client.get_json(f"/jobs/{job}")["segments_accepted"] == 1
