@@ -99,12 +99,14 @@ class Sweeper:
         operator: PrivateKey,
         lock_path: Path,
         interval_seconds: float = 5.0,
+        grace_seconds: float = 0.0,
     ) -> None:
         self.app = app
         self.catalog = catalog
         self.operator = operator
         self.lock_path = lock_path
         self.interval_seconds = interval_seconds
+        self.grace_seconds = grace_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
         self._lock_file: IO[bytes] | None = None
@@ -129,6 +131,10 @@ class Sweeper:
         return True
 
     def _run(self) -> None:
+        # The first pass waits out the grace: what fell due while no gateway was up gets
+        # its late answer (an opening, a verdict, a heartbeat) before it is swept.
+        if self._stop.wait(max(0.0, self.grace_seconds - self.interval_seconds)):
+            return
         while not self._stop.wait(self.interval_seconds):
             try:
                 if self._holds_lock():

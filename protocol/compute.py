@@ -915,12 +915,9 @@ def _open_samples(context: Context, command: VerifiedCommand) -> Decision:
             entity="commitment",
             state=commitment.status,
         )
-    if context.now > commitment.opening_deadline:
-        raise InvalidTransition(
-            f"the opening deadline {commitment.opening_deadline} has passed",
-            entity="commitment",
-            state="unopened",
-        )
+    # Past the opening deadline the openings still count until a Sweep has punished the
+    # commitment (as verdicts and rulings do): a provider cut off by an outage of the
+    # operator's gateway opens when it is back, before the restarted sweeper's first pass.
 
     def apply() -> list[Aggregate]:
         commitment.open(m["openings"], context.now)

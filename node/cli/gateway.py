@@ -76,8 +76,8 @@ def serve(
     Limits come from BLACKTAIL_REQUEST_BYTES_MAX, BLACKTAIL_BLOB_BYTES_MAX,
     BLACKTAIL_PAGE_ITEMS_MAX, BLACKTAIL_PAGE_ITEMS_DEFAULT, BLACKTAIL_BATCH_COMMANDS_MAX;
     the compute protocol's clocks from BLACKTAIL_LEASE_SECONDS, BLACKTAIL_OPENING_SECONDS,
-    BLACKTAIL_VERDICT_SECONDS, BLACKTAIL_DISPUTE_SECONDS, and the sweeper's period from
-    BLACKTAIL_SWEEP_SECONDS.
+    BLACKTAIL_VERDICT_SECONDS, BLACKTAIL_DISPUTE_SECONDS, and the sweeper's period and its
+    grace after a start from BLACKTAIL_SWEEP_SECONDS and BLACKTAIL_SWEEP_GRACE_SECONDS.
 
     Example: blacktail gateway serve --data-dir ./.blacktail --bind 127.0.0.1:8700 --dev
     """

@@ -57,6 +57,10 @@ class GatewayConfig:
     dispute_seconds: int = _PROTOCOL_DEFAULTS.dispute_seconds
     # How often the operator's sweeper looks for what is overdue.
     sweep_seconds: int = 5
+    # How long a freshly started gateway waits before its first sweep: agents that were
+    # waiting out its restart reconnect and post what fell due meanwhile (openings,
+    # verdicts, heartbeats count until swept) before anything is punished for it.
+    sweep_grace_seconds: int = 60
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -107,6 +111,7 @@ class GatewayConfig:
         verdict_seconds: int | None = None,
         dispute_seconds: int | None = None,
         sweep_seconds: int | None = None,
+        sweep_grace_seconds: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> GatewayConfig:
         """The configuration from these arguments, else the environment, else defaults.
@@ -146,6 +151,7 @@ class GatewayConfig:
             verdict_seconds=number(verdict_seconds, "verdict_seconds"),
             dispute_seconds=number(dispute_seconds, "dispute_seconds"),
             sweep_seconds=number(sweep_seconds, "sweep_seconds"),
+            sweep_grace_seconds=number(sweep_grace_seconds, "sweep_grace_seconds"),
         )
 
     def compute_params(self) -> ComputeParams:

@@ -104,6 +104,7 @@ class GatewayServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
             services.operator,
             lock_path,
             interval_seconds=self.gateway_config.sweep_seconds,
+            grace_seconds=self.gateway_config.sweep_grace_seconds,
         ).start()
         return app
 

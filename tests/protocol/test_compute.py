@@ -987,7 +987,7 @@ def test_audit_catches_a_job_whose_accounting_disagrees_with_its_escrow(world: W
 def test_a_commitment_whose_samples_are_not_opened_costs_what_fraud_costs(world: World) -> None:
     """Past the opening deadline with no openings published, the operator's sweep slashes
     the provider as for fraud (bounty to the waiting verifier), jails it and requeues the
-    segment unpaid; openings after the deadline are refused."""
+    segment unpaid; openings after that sweep are refused."""
     w = world
     w.setup()
     job = w.submit_job()
@@ -996,14 +996,6 @@ def test_a_commitment_whose_samples_are_not_opened_costs_what_fraud_costs(world:
     commitment = w.commit(provider, lease["lease"], opened=False)
     refused(w, InvalidTransition, w.operator, "Sweep", target=commitment, reason="early")
     w.now = w.get_commitment(commitment).opening_deadline + 1
-    refused(
-        w,
-        InvalidTransition,
-        provider,
-        "OpenSamples",
-        commitment=commitment,
-        openings="0x" + "0e" * 32,
-    )
     verifier = lease["verifier"]
     before = w.balance(verifier)
     w.sweep(commitment)
@@ -1014,6 +1006,32 @@ def test_a_commitment_whose_samples_are_not_opened_costs_what_fraud_costs(world:
     assert w.get_provider(provider).status == JAILED
     assert w.get_commitment(commitment).status == "fraud"
     assert (w.get_job(job).segment_state, w.get_job(job).current) == (QUEUED, 0)
+    refused(
+        w,
+        InvalidTransition,
+        provider,
+        "OpenSamples",
+        commitment=commitment,
+        openings="0x" + "0e" * 32,
+    )
+
+
+def test_openings_past_the_deadline_count_until_the_sweep(world: World) -> None:
+    """A provider that opens after the opening deadline but before any sweep (cut off by
+    an outage of the gateway, say) is opened: the sweep then finds nothing to punish, and
+    the verifier judges as usual."""
+    w = world
+    w.setup()
+    job = w.submit_job()
+    provider = w.providers[0]
+    commitment = w.commit(provider, w.lease(provider, job)["lease"], opened=False)
+    w.now = w.get_commitment(commitment).opening_deadline + 30
+    w.open_samples(provider, commitment)
+    assert w.get_commitment(commitment).openings is not None
+    refused(w, InvalidTransition, w.operator, "Sweep", target=commitment, reason="late")
+    assert w.get_provider(provider).status != JAILED
+    w.verdict(commitment, accepted=True)
+    assert w.get_commitment(commitment).status == "accepted"
 
 
 def test_only_the_provider_opens_its_commitment_and_only_once(world: World) -> None:

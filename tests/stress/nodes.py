@@ -42,6 +42,7 @@ CLOCKS = {
     "BLACKTAIL_VERDICT_SECONDS": "8",
     "BLACKTAIL_DISPUTE_SECONDS": "30",
     "BLACKTAIL_SWEEP_SECONDS": "1",
+    "BLACKTAIL_SWEEP_GRACE_SECONDS": "1",
 }
 agent_poll_seconds = 0.2
 wait_seconds_max = 90.0
