@@ -28,6 +28,12 @@ class Storage:
     def is_postgres(self) -> bool:
         return self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
 
+    def existing(self) -> Storage:
+        """The same store, opened without creating its tables: for processes started after
+        another made them. Several processes issuing PostgreSQL's CREATE ... IF NOT EXISTS
+        at one instant can fail with "tuple concurrently updated"."""
+        return Storage({**self.env, "CREATE_TABLE": "no"}, self.description)
+
 
 def sqlite_storage(data_dir: Path) -> Storage:
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Any
 
 import gunicorn.app.base
 import gunicorn.util
+from eventsourcing.persistence import InternalError
 from flask import Flask, Response
 from gunicorn.http.errors import NoMoreData, ParseException
 
@@ -38,21 +41,38 @@ from node.gateway.problems import (
 )
 from node.gateway.services import EXTENSION, Services, initialize_store
 from node.sweeper import Sweeper
+from protocol.application import Network
+from protocol.keys import PrivateKey
 
 log = logging.getLogger("node.gateway")
 DEFAULT_BIND = "127.0.0.1:8700"
+ddl_attempts_max = 5
 
 
 def prepare(config: GatewayConfig) -> tuple[int, str]:
     """Initialize the store and the blob directory in this (the master) process, close
-    the store again, and return the chain id and operator address."""
-    network, operator = initialize_store(config)
+    the store again, and return the chain id and operator address. The workers forked
+    after it open the store without creating tables (`Storage.existing`)."""
+    network, operator = _initialize_store_racing(config)
     try:
         chain_id = network.chain_id
     finally:
         network.close()
     BlobStore(config.blob_dir, config.blob_bytes_max).remove_stale_temporaries()
     return chain_id, operator.address
+
+
+def _initialize_store_racing(config: GatewayConfig) -> tuple[Network, PrivateKey]:
+    for attempt in range(1, ddl_attempts_max + 1):
+        try:
+            return initialize_store(config)
+        except InternalError as error:
+            # Another gateway creating the same tables at this instant (PostgreSQL's
+            # "tuple concurrently updated"): theirs will do; look again.
+            if "concurrently" not in str(error) or attempt == ddl_attempts_max:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 class GatewayServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
@@ -92,7 +112,9 @@ class GatewayServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
     def load(self) -> Flask:
         # In the worker, after the fork: gunicorn's error pages become problems here.
         gunicorn.util.write_error = write_problem
-        app = create_app(self.gateway_config)
+        # The master made the tables before forking (`prepare`); workers only open them.
+        config = replace(self.gateway_config, storage=self.gateway_config.storage.existing())
+        app = create_app(config)
         app.register_error_handler(ParseException, body_unreadable)
         app.register_error_handler(NoMoreData, body_unreadable)
         services = app.extensions[EXTENSION]

@@ -5,6 +5,8 @@ segments, and the same commands sent to both (issue 8, §2)."""
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 
 from node.client import GatewayClient
+from node.operator import OPERATOR_KEY_FILE
 from protocol.assets import Asset
 from protocol.commands import SignedCommand
 from protocol.compute import ComputeParams
@@ -31,6 +34,7 @@ BLACK = 10**18
 PRICE = 5 * 10**13
 # A 503 (a command that lost too many races) is retried; anything else is an answer.
 contention_retries_max = 20
+boot_wait_seconds_max = 90.0
 
 
 def key(number: int) -> PrivateKey:
@@ -348,3 +352,51 @@ def _assert_one_open_lease_per_job(audited: AuditedLog) -> None:
             held.add(leaf["id"])
         elif leaf["type"] == "Lease.Closed":
             open_by_job[job_of[leaf["id"]]].discard(leaf["id"])
+
+
+def test_gateways_started_at_once_on_a_fresh_store_all_come_up(
+    pg_cluster: PgServer, tmp_path: Path
+) -> None:
+    """Two gateways of three workers each, started at the same instant on one fresh
+    database, all come up and stay up: only each master creates the tables (retrying
+    PostgreSQL's "tuple concurrently updated" when the other does it at the same instant);
+    workers open them without DDL. (A worker that failed to boot used to take its whole
+    gateway down with it.)"""
+    name = f"bt_boot_{random.SystemRandom().randrange(16**12):012x}"
+    dsn = pg_cluster.create_database(name)
+    operator = PrivateKey.generate()
+    sites = [GatewaySite(tmp_path / f"g{n}", dsn=dsn, workers=3) for n in range(2)]
+    for site in sites:
+        site.data_dir.mkdir(parents=True)
+        operator.save(site.data_dir / OPERATOR_KEY_FILE)
+    started: list[str] = []
+    errors: list[BaseException] = []
+    release = threading.Event()
+
+    def run(site: GatewaySite) -> None:
+        try:
+            with site.running() as gateway:
+                started.append(gateway.base_url)
+                release.wait(boot_wait_seconds_max)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(site,), daemon=True) for site in sites]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + boot_wait_seconds_max
+        while len(started) + len(errors) < len(sites):
+            assert time.monotonic() < deadline, "the gateways did not start"
+            time.sleep(0.1)
+        assert not errors, errors
+        time.sleep(2)  # any worker still booting has had its chance to fail
+        for url in started:
+            with GatewayClient(url) as client:
+                for _ in range(6):  # keep-alive off: requests spread over the workers
+                    assert client.get_json("/health")["operator"] == operator.address
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        pg_cluster.drop_database(name)
