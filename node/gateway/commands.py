@@ -155,6 +155,42 @@ def submit_batch(
     return services.committer.submit_many(commands)
 
 
+def command_route(
+    blp: GatewayBlueprint,
+    services: Services,
+    rule: str,
+    kind: str,
+    path_field: str | None,
+    summary: str,
+) -> None:
+    """`POST rule`: a signed command of `kind`, whose `path_field` must be the path's id."""
+
+    def view(body: dict[str, Any], **path: str) -> tuple[dict[str, Any], int]:
+        extra = body.pop("context")
+        signed = SignedCommand.from_json(body)
+        if signed.kind != kind:
+            raise InvalidInput(f"kind: this endpoint takes {kind}", field="kind")
+        if path_field is not None:
+            (value,) = path.values()
+            if signed.message.get(path_field) != value:
+                raise InvalidInput(
+                    f"message.{path_field}: must be the {path_field} in the path",
+                    field=f"message.{path_field}",
+                )
+        result = submit_command(services, signed, extra)
+        return result.to_json(), 200 if result.duplicate else 201
+
+    view.__name__ = f"post_{kind}"
+    view.__doc__ = summary
+    decorated = documents_problems(blp, 400, 403, 404, 409, 413, 415, 503)(view)
+    decorated = blp.alt_response(
+        200, schema=CommandResultSchema, description="A retry: the first answer", success=True
+    )(decorated)
+    decorated = blp.response(201, CommandResultSchema, description="Accepted")(decorated)
+    decorated = blp.arguments(CommandRequestSchema)(decorated)
+    blp.route(rule, methods=["POST"], endpoint=f"post_{kind}")(decorated)
+
+
 def blueprint(services: Services) -> GatewayBlueprint:
     blp = GatewayBlueprint("commands", __name__, description="Signed commands")
     metrics = services.metrics

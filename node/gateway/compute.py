@@ -18,7 +18,7 @@ import marshmallow as ma
 from eventsourcing.domain import Aggregate
 
 from node.gateway.api import GatewayBlueprint, documents_problems
-from node.gateway.commands import CommandRequestSchema, CommandResultSchema, submit_command
+from node.gateway.commands import command_route
 from node.gateway.compute_schemas import (
     CommitmentDetailSchema,
     CommitmentSchema,
@@ -36,9 +36,8 @@ from node.gateway.problems import INVALID_REQUEST, Problem
 from node.gateway.services import Services
 from protocol.assets import Asset
 from protocol.catalog import Catalog
-from protocol.commands import SignedCommand
 from protocol.compute import expected_samples
-from protocol.errors import InvalidInput, NotFound
+from protocol.errors import NotFound
 from protocol.jobs import Commitment, Dispute, Job, Lease
 from protocol.keys import parse_address
 from protocol.ledger import STAKE, UNBONDING
@@ -80,32 +79,7 @@ def blueprints(services: Services) -> list[GatewayBlueprint]:
     page_args = page_args_schema(services.config)
 
     def post(rule: str, kind: str, path_field: str | None, summary: str) -> None:
-        blp = bp[rule.split("/")[1]]
-
-        def view(body: dict[str, Any], **path: str) -> tuple[dict[str, Any], int]:
-            extra = body.pop("context")
-            signed = SignedCommand.from_json(body)
-            if signed.kind != kind:
-                raise InvalidInput(f"kind: this endpoint takes {kind}", field="kind")
-            if path_field is not None:
-                (value,) = path.values()
-                if signed.message.get(path_field) != value:
-                    raise InvalidInput(
-                        f"message.{path_field}: must be the {path_field} in the path",
-                        field=f"message.{path_field}",
-                    )
-            result = submit_command(services, signed, extra)
-            return result.to_json(), 200 if result.duplicate else 201
-
-        view.__name__ = f"post_{kind}"
-        view.__doc__ = summary
-        decorated = documents_problems(blp, 400, 403, 404, 409, 413, 415, 503)(view)
-        decorated = blp.alt_response(
-            200, schema=CommandResultSchema, description="A retry: the first answer", success=True
-        )(decorated)
-        decorated = blp.response(201, CommandResultSchema, description="Accepted")(decorated)
-        decorated = blp.arguments(CommandRequestSchema)(decorated)
-        blp.route(rule, methods=["POST"], endpoint=f"post_{kind}")(decorated)
+        command_route(bp[rule.split("/")[1]], services, rule, kind, path_field, summary)
 
     def listing(
         rule: str,

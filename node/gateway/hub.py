@@ -15,13 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from node.gateway.api import GatewayBlueprint, documents_problems
-from node.gateway.commands import submit_command
-from node.gateway.market import (
-    catalog_cursor,
-    command_route,
-    find_listing,
-    query_filters,
-)
+from node.gateway.commands import command_route, submit_command
+from node.gateway.market import catalog_cursor, find_listing, query_filters
 from node.gateway.market_schemas import (
     EpochSchema,
     HubModelSchema,

@@ -20,7 +20,7 @@ from flask import Response, request, send_file
 
 from node.blobs import InvalidDigest, MediaType, parse_digest
 from node.gateway.api import GatewayBlueprint, documents_problems
-from node.gateway.commands import CommandRequestSchema, CommandResultSchema, submit_command
+from node.gateway.commands import command_route
 from node.gateway.market_schemas import (
     GrantSchema,
     ListingSchema,
@@ -33,8 +33,7 @@ from node.gateway.market_schemas import (
 from node.gateway.paging import Page, page_args_schema, page_schema
 from node.gateway.problems import INVALID_REQUEST, Problem
 from node.gateway.services import Services
-from protocol.commands import SignedCommand
-from protocol.errors import InvalidInput, NotFound
+from protocol.errors import NotFound
 from protocol.jobs import Commitment, Job
 from protocol.keys import parse_address
 from protocol.market import (
@@ -51,42 +50,6 @@ from protocol.market import (
 
 _IMMUTABLE_SECONDS = 365 * 24 * 3600
 _BLOB_RULE = "/blobs/<digest>"
-
-
-def command_route(
-    blp: GatewayBlueprint,
-    services: Services,
-    rule: str,
-    kind: str,
-    path_field: str | None,
-    summary: str,
-) -> None:
-    """`POST rule`: a signed command of `kind`, whose `path_field` must be the path's id."""
-
-    def view(body: dict[str, Any], **path: str) -> tuple[dict[str, Any], int]:
-        extra = body.pop("context")
-        signed = SignedCommand.from_json(body)
-        if signed.kind != kind:
-            raise InvalidInput(f"kind: this endpoint takes {kind}", field="kind")
-        if path_field is not None:
-            (value,) = path.values()
-            if signed.message.get(path_field) != value:
-                raise InvalidInput(
-                    f"message.{path_field}: must be the {path_field} in the path",
-                    field=f"message.{path_field}",
-                )
-        result = submit_command(services, signed, extra)
-        return result.to_json(), 200 if result.duplicate else 201
-
-    view.__name__ = f"post_{kind}"
-    view.__doc__ = summary
-    decorated = documents_problems(blp, 400, 403, 404, 409, 413, 415, 503)(view)
-    decorated = blp.alt_response(
-        200, schema=CommandResultSchema, description="A retry: the first answer", success=True
-    )(decorated)
-    decorated = blp.response(201, CommandResultSchema, description="Accepted")(decorated)
-    decorated = blp.arguments(CommandRequestSchema)(decorated)
-    blp.route(rule, methods=["POST"], endpoint=f"post_{kind}")(decorated)
 
 
 def query_filters(name: str, **fields: str) -> type[ma.Schema]:

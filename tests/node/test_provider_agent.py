@@ -4,7 +4,7 @@ commits and opens every sampled transition so that a verifier's re-execution agr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,67 @@ def verify_like_a_verifier(
     return sample
 
 
+def registered_agent(
+    gateway: RunningGateway,
+    client: GatewayClient,
+    who: PrivateKey,
+    cache: Path,
+    progress: Callable[[int, float], None] | None = None,
+) -> ProviderAgent:
+    """A provider agent for `who` (funded beforehand), registered with 20 BLACK staked."""
+    agent = ProviderAgent(
+        client,
+        who,
+        lambda dataset_id: fetch(dataset_id, client, cache),
+        chain_id=gateway.chain_id,
+        checkpoint_every=4,
+        progress=progress,
+    )
+    agent.register(
+        device="cpu",
+        gpus=1,
+        memoryMb=16_000,
+        benchmarkGflops=10,
+        priceBlack=10**13,
+        priceUsd=10,
+        stake=20 * BLACK,
+    )
+    return agent
+
+
+def submit(gateway: RunningGateway, client: GatewayClient, who: PrivateKey, spec: JobSpec) -> str:
+    """Submit `spec` as `who`'s job; its id."""
+    result = command(
+        gateway,
+        client,
+        who,
+        "/jobs",
+        "SubmitJob",
+        {"spec": spec.to_json()},
+        specHash="0x" + spec.digest().hex(),
+    )
+    return str(result["outcome"]["job"])
+
+
+def accept(
+    gateway: RunningGateway, client: GatewayClient, spec: JobSpec, data: Any, commitment: str
+) -> None:
+    """Check the commitment's openings as a verifier does, then post VERIFIER's acceptance."""
+    sample = verify_like_a_verifier(client, spec, data, commitment)
+    command(
+        gateway,
+        client,
+        VERIFIER,
+        f"/commitments/{commitment}/verdict",
+        "PostVerdict",
+        commitment=commitment,
+        accepted=True,
+        samples=sample,
+        failedStep=0,
+        reason="",
+    )
+
+
 def test_provider_agent_trains_commits_and_opens_until_the_job_completes(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
@@ -113,49 +174,15 @@ def test_provider_agent_trains_commits_and_opens_until_the_job_completes(
     command(gateway, client, VERIFIER, "/verifiers", "RegisterVerifier", stake=20 * BLACK)
     data = fetch("0x" + spec.dataset.sha256.hex(), client, tmp_path / "cache")
     steps: list[int] = []
-    agent = ProviderAgent(
-        client,
-        PROVIDER,
-        lambda dataset_id: fetch(dataset_id, client, tmp_path / "cache"),
-        chain_id=gateway.chain_id,
-        checkpoint_every=4,
-        progress=lambda step, loss: steps.append(step),
+    agent = registered_agent(
+        gateway, client, PROVIDER, tmp_path / "cache", lambda step, loss: steps.append(step)
     )
-    agent.register(
-        device="cpu",
-        gpus=1,
-        memoryMb=16_000,
-        benchmarkGflops=10,
-        priceBlack=10**13,
-        priceUsd=10,
-        stake=20 * BLACK,
-    )
-    job = command(
-        gateway,
-        client,
-        DEVELOPER,
-        "/jobs",
-        "SubmitJob",
-        {"spec": spec.to_json()},
-        specHash="0x" + spec.digest().hex(),
-    )["outcome"]["job"]
+    job = submit(gateway, client, DEVELOPER, spec)
 
     for segment in range(2):
         report = agent.run_once()
         assert report is not None and (report.job, report.segment) == (job, segment)
-        sample = verify_like_a_verifier(client, spec, data, report.commitment)
-        command(
-            gateway,
-            client,
-            VERIFIER,
-            f"/commitments/{report.commitment}/verdict",
-            "PostVerdict",
-            commitment=report.commitment,
-            accepted=True,
-            samples=sample,
-            failedStep=0,
-            reason="",
-        )
+        accept(gateway, client, spec, data, report.commitment)
     assert steps == list(range(1, 21))
     final = client.get_json(f"/jobs/{job}")
     assert (final["status"], final["segments_accepted"], final["escrow"]) == ("completed", 2, 0)
@@ -196,31 +223,8 @@ def test_a_commitment_whose_opening_failed_is_opened_on_the_next_pass(
     if not client.get_json("/verifiers", {"limit": 10})["items"]:  # alone, without the test above
         command(gateway, client, VERIFIER, "/verifiers", "RegisterVerifier", stake=20 * BLACK)
     data = fetch("0x" + spec.dataset.sha256.hex(), client, tmp_path / "cache")
-    agent = ProviderAgent(
-        client,
-        provider,
-        lambda dataset_id: fetch(dataset_id, client, tmp_path / "cache"),
-        chain_id=gateway.chain_id,
-        checkpoint_every=4,
-    )
-    agent.register(
-        device="cpu",
-        gpus=1,
-        memoryMb=16_000,
-        benchmarkGflops=10,
-        priceBlack=10**13,
-        priceUsd=10,
-        stake=20 * BLACK,
-    )
-    job = command(
-        gateway,
-        client,
-        developer,
-        "/jobs",
-        "SubmitJob",
-        {"spec": spec.to_json()},
-        specHash="0x" + spec.digest().hex(),
-    )["outcome"]["job"]
+    agent = registered_agent(gateway, client, provider, tmp_path / "cache")
+    job = submit(gateway, client, developer, spec)
     with pytest.raises(ConnectionRefusedError):
         agent.run_once()
     segments = client.get_json(f"/jobs/{job}/segments")["segments"]
@@ -232,17 +236,5 @@ def test_a_commitment_whose_opening_failed_is_opened_on_the_next_pass(
     report = agent.run_once()
     assert report is not None and report.segment == 0
     assert report.commitment == client.failed
-    sample = verify_like_a_verifier(client, spec, data, report.commitment)
-    command(
-        gateway,
-        client,
-        VERIFIER,
-        f"/commitments/{report.commitment}/verdict",
-        "PostVerdict",
-        commitment=report.commitment,
-        accepted=True,
-        samples=sample,
-        failedStep=0,
-        reason="",
-    )
+    accept(gateway, client, spec, data, report.commitment)
     assert client.get_json(f"/jobs/{job}")["segments_accepted"] == 1
