@@ -41,6 +41,7 @@ from protocol.market import (
     sign_download_request,
 )
 from tests.gateway_server import RunningGateway, run_gateway
+from tests.protocol.test_market import listing_fields
 from verifier.agent import VerifierAgent
 from verifier.checkpoints import decode_state
 
@@ -384,21 +385,8 @@ def _blob(client: GatewayClient, data: bytes, media_type: str) -> str:
 
 
 def _listing_fields(artifact: str, **changes: Any) -> dict[str, Any]:
-    return {
-        "artifact": artifact,
-        "name": "m",
-        "task": "classification",
-        "license": "MIT",
-        "licenseText": "",
-        "description": "",
-        "price": BLACK,
-        "asset": "BLACK",
-        "royaltyBps": 0,
-        "provenanceJob": "",
-        "hub": False,
-        "requestPrice": 0,
-        **changes,
-    }
+    """A ListModel message priced at 1 BLACK (the protocol tests' fields otherwise)."""
+    return listing_fields(artifact, **{"price": BLACK, **changes})
 
 
 def test_bad_market_requests_are_problems_that_change_nothing(market: Market) -> None:

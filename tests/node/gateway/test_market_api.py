@@ -47,7 +47,7 @@ from tests.gateway_server import REPO_ROOT
 from tests.node.gateway.conftest import Gateway, MakeGateway
 from tests.node.gateway.helpers import ALICE, BLACK, BOB, deposit, make_command, problem
 from tests.protocol.compute_world import World
-from tests.protocol.test_market import get_listing, list_model, trained_job
+from tests.protocol.test_market import get_listing, list_model, listing_fields, trained_job
 
 
 def mlp_bytes(seed: int = 0, widths: tuple[int, ...] = (4, 8, 3)) -> bytes:
@@ -67,21 +67,8 @@ def put(client: FlaskClient, data: bytes, media_type: str = "application/vnd.saf
 
 
 def listing_message(artifact: str, **changes: Any) -> dict[str, Any]:
-    return {
-        "artifact": artifact,
-        "name": "mlp",
-        "task": "classification",
-        "license": "Apache-2.0",
-        "licenseText": "",
-        "description": "",
-        "price": BLACK,
-        "asset": "BLACK",
-        "royaltyBps": 0,
-        "provenanceJob": "",
-        "hub": False,
-        "requestPrice": 0,
-        **changes,
-    }
+    """A ListModel message priced at 1 BLACK (the protocol tests' fields otherwise)."""
+    return listing_fields(artifact, **{"price": BLACK, **changes})
 
 
 def list_one(gateway: Gateway, artifact: str, **changes: Any) -> str:
