@@ -247,7 +247,8 @@ def state_hash(state: TrainState) -> bytes:
     arrays = list(state.arrays())
     if not _LITTLE_ENDIAN:
         arrays = [a.astype("<f4") for a in arrays]
-    if sum(a.nbytes for a in arrays) <= _JOIN_BYTES_MAX:
+    size = sum(a.nbytes for a in arrays)
+    if size <= _JOIN_BYTES_MAX:
         # One call over one buffer: each call into the hash costs microseconds, which for
         # the small states of small models is most of the time a hash takes.
         parts: list[Any] = [prefix]
@@ -256,7 +257,7 @@ def state_hash(state: TrainState) -> bytes:
         return blake3(b"".join(parts)).digest()
     # Large states are hashed on every core: BLAKE3's tree mode gives the same digest
     # whatever the thread count (about 2x on two cores for a 50 MB state).
-    threads = blake3.AUTO if sum(a.nbytes for a in arrays) >= _THREADED_BYTES_MIN else 1
+    threads = blake3.AUTO if size >= _THREADED_BYTES_MIN else 1
     h = blake3(prefix, max_threads=threads)
     for header, array in zip(headers, arrays, strict=True):
         h.update(header)

@@ -105,33 +105,35 @@ def fetch(gateway: str, out_path: Path, as_json: bool) -> None:
     with GatewayClient(gateway) as client:
         try:
             head = SignedTreeHead.from_json(client.get_json("/tree-head"))
-            accumulator = merkle.MerkleAccumulator()
-            lines: list[bytes] = []
-            with Progress(
-                TextColumn("[bold]fetching"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=console,
-                disable=as_json or str(out_path) == "-",
-            ) as bar:
+            # Streamed into a temporary file that replaces `out_path` only when every leaf
+            # and the root have checked out (click's atomic file drops it on an error).
+            with (
+                click.open_file(str(out_path), "wb", atomic=str(out_path) != "-") as handle,
+                Progress(
+                    TextColumn("[bold]fetching"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    console=console,
+                    disable=as_json or str(out_path) == "-",
+                ) as bar,
+            ):
                 task = bar.add_task("events", total=head.size)
+                accumulator = merkle.MerkleAccumulator()
                 for leaf in GatewayLedger(client).leaves(head.size):
                     line, digest = export_line(leaf)
                     accumulator.append_hash(digest)
-                    lines.append(line)
+                    handle.write(line + b"\n")
                     if accumulator.size % 1000 == 0:
                         bar.update(task, completed=accumulator.size)
                 bar.update(task, completed=accumulator.size)
+                if accumulator.root() != head.root:
+                    raise click.ClickException(
+                        f"{gateway}: the {head.size} events do not hash to the signed tree "
+                        "head's root"
+                    )
+                handle.write(tree_head_line(head) + b"\n")
         except (GatewayError, GatewayLedgerError, OSError, ValueError) as error:
             raise click.ClickException(f"{gateway}: {error}") from None
-    if accumulator.root() != head.root:
-        raise click.ClickException(
-            f"{gateway}: the {head.size} events do not hash to the signed tree head's root"
-        )
-    with click.open_file(str(out_path), "wb", atomic=str(out_path) != "-") as handle:
-        for line in lines:
-            handle.write(line + b"\n")
-        handle.write(tree_head_line(head) + b"\n")
     facts = {
         "events": head.size,
         "root": "0x" + head.root.hex(),
