@@ -25,7 +25,7 @@ from typing import Any
 
 import gunicorn.app.base
 import gunicorn.util
-from eventsourcing.persistence import InternalError
+from eventsourcing.persistence import DatabaseError, RecordConflictError
 from flask import Flask, Response
 from gunicorn.http.errors import NoMoreData, ParseException
 
@@ -63,16 +63,24 @@ def prepare(config: GatewayConfig) -> tuple[int, str]:
 
 
 def _initialize_store_racing(config: GatewayConfig) -> tuple[Network, PrivateKey]:
+    """`initialize_store`, tried again when another gateway is initializing the same fresh
+    store at this instant: PostgreSQL's concurrent CREATE ... IF NOT EXISTS fails with
+    "tuple concurrently updated" or a duplicate pg_type key, and two genesis writes
+    conflict. Theirs will do; the next try finds it made."""
     for attempt in range(1, ddl_attempts_max + 1):
         try:
             return initialize_store(config)
-        except InternalError as error:
-            # Another gateway creating the same tables at this instant (PostgreSQL's
-            # "tuple concurrently updated"): theirs will do; look again.
-            if "concurrently" not in str(error) or attempt == ddl_attempts_max:
+        except (DatabaseError, RecordConflictError) as error:
+            racing = isinstance(error, RecordConflictError) or any(
+                sign in str(error) for sign in _RACING_SIGNS
+            )
+            if not racing or attempt == ddl_attempts_max:
                 raise
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+_RACING_SIGNS = ("concurrently updated", "already exists")
 
 
 class GatewayServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from node.client import GatewayClient
+from node.gateway.config import GatewayConfig
+from node.gateway.server import prepare
 from node.operator import OPERATOR_KEY_FILE
 from protocol.assets import Asset
 from protocol.commands import SignedCommand
@@ -399,4 +401,42 @@ def test_gateways_started_at_once_on_a_fresh_store_all_come_up(
         release.set()
         for thread in threads:
             thread.join(timeout=30)
+        pg_cluster.drop_database(name)
+
+
+def test_masters_preparing_one_fresh_store_at_once_all_succeed(
+    pg_cluster: PgServer, tmp_path: Path
+) -> None:
+    """Four gateway masters' `prepare` (tables, genesis) on one fresh database at the same
+    instant all succeed with the same network: the ones that lose PostgreSQL's races over
+    CREATE ... IF NOT EXISTS or the genesis write try again and find it made."""
+    name = f"bt_prep_{random.SystemRandom().randrange(16**12):012x}"
+    dsn = pg_cluster.create_database(name)
+    operator = PrivateKey.generate()
+    configs = []
+    for n in range(4):
+        data_dir = tmp_path / f"m{n}"
+        data_dir.mkdir()
+        operator.save(data_dir / OPERATOR_KEY_FILE)
+        configs.append(GatewayConfig.resolve(data_dir=data_dir, dsn=dsn, environ={}))
+    answers: list[tuple[int, str]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(configs))
+
+    def run(config: GatewayConfig) -> None:
+        start.wait()
+        try:
+            answers.append(prepare(config))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(config,)) for config in configs]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+        assert answers == [(configs[0].chain_id, operator.address)] * len(configs)
+    finally:
         pg_cluster.drop_database(name)
